@@ -1,0 +1,123 @@
+"""Configuration, read once into a typed, immutable object.
+
+Sources, later ones winning: built-in defaults, the TOML file given with ``--config``, then the
+command-line flags (host, port, data dir). Secrets are `SecretStr` so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+class ConfigError(Exception):
+    """The configuration file is unreadable or invalid; the message says where."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    """Input caps (DESIGN.md section 9)."""
+
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    max_request_pixels: int = Field(160_000_000, gt=0)
+    max_file_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    max_multipart_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    max_json_bytes: int = Field(1024 * 1024, gt=0)
+    # JSON edits carry their images inline as data URLs, so they get the multipart cap.
+    max_json_edit_bytes: int = Field(64 * 1024 * 1024, gt=0)
+
+
+class SandboxSettings(_Strict):
+    """`auto`: on when no real provider has a key; `true`/`false` force it."""
+
+    enabled: Literal["auto"] | bool = "auto"
+
+
+class FileSettings(_Strict):
+    ttl_seconds: int = Field(3600, gt=0, le=7 * 24 * 3600)
+    signing_key_env: str = "IMAGEGATE_SIGNING_KEY"
+
+
+class CatalogSettings(_Strict):
+    paths: tuple[Path, ...] = ()
+    # {"gpt-image-1": {"openai": "active"}}
+    status: dict[str, dict[str, Literal["active", "deprecated", "retired"]]] = Field(default_factory=dict)
+
+
+class Settings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = DEFAULT_DATA_DIR
+    default_model: str = "gpt-image-1"
+    default_response_format: Literal["url", "b64_json"] = "url"
+    public_url: str | None = None
+    signing_key: SecretStr | None = None
+    limits: Limits = Field(default_factory=Limits)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    files: FileSettings = Field(default_factory=FileSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    request_timeout_seconds: float = Field(300.0, gt=0)
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    def status_overrides(self) -> dict[tuple[str, str], str]:
+        return {
+            (model, provider): status
+            for model, table in self.catalog.status.items()
+            for provider, status in table.items()
+        }
+
+    def resolved_signing_key(self) -> bytes:
+        """The HMAC key for file links: config, then env, then a key kept in the data dir."""
+        if self.signing_key is not None:
+            return self.signing_key.get_secret_value().encode()
+        from_env = os.environ.get(self.files.signing_key_env)
+        if from_env:
+            return from_env.encode()
+        path = self.data_dir / "signing.key"
+        if path.exists():
+            return path.read_bytes().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key)
+        return key
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    data_dir: Path | None = None,
+) -> Settings:
+    data: dict[str, object] = {}
+    if config_file is not None:
+        try:
+            data = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_file}: invalid TOML: {exc}") from None
+    overrides = {"host": host, "port": port, "data_dir": data_dir}
+    data.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        where = f"{config_file}: " if config_file else ""
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"{where}invalid configuration: {problems}") from None

@@ -1,0 +1,124 @@
+"""Money: what an image costs at an offering, from catalog prices and what was produced.
+
+All amounts are `Decimal` USD. `None` means "unknown" (no confirmed price), never zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from decimal import ROUND_HALF_UP, Decimal
+
+from imagegate.core.types import Dimensions, Offering, Pricing, TokenPrices
+
+MILLION = Decimal(1_000_000)
+# For estimates, `auto` quality is priced at the most expensive quality the table lists.
+_QUALITY_ORDER = ("low", "standard", "medium", "high", "hd")
+
+
+def image_price(
+    pricing: Pricing, quality: str | None, dims: Dimensions | None, tier: str | None
+) -> Decimal | None:
+    """Price of one image, or None when the table has no matching row."""
+    if pricing.free:
+        return Decimal(0)
+    if pricing.per_megapixel is not None and dims is not None:
+        megapixels = math.ceil(dims.pixels / (1024 * 1024))
+        return pricing.per_megapixel * max(1, megapixels)
+    rows = pricing.per_image
+    if not rows:
+        return None
+    size_keys = {"*"}
+    if dims is not None:
+        size_keys.add(str(dims))
+    if tier is not None:
+        size_keys.add(tier)
+    matching = [row for row in rows if row.size in size_keys]
+    if not matching:
+        return None
+    qualities = {row.quality for row in matching}
+    chosen = _pick_quality(quality, qualities)
+    if chosen is None:
+        return None
+    return next(row.usd for row in matching if row.quality == chosen)
+
+
+def _pick_quality(quality: str | None, available: set[str]) -> str | None:
+    if quality in available:
+        return quality
+    if len(available) == 1:
+        return next(iter(available))
+    if quality in (None, "auto"):
+        ranked = [q for q in _QUALITY_ORDER if q in available]
+        return ranked[-1] if ranked else None
+    return None
+
+
+def estimate(
+    offering: Offering, quality: str | None, dims: Dimensions | None, tier: str | None, n: int
+) -> Decimal | None:
+    """Estimated cost of `n` images before any call (the reservation for budgets)."""
+    if dims is None:
+        dims = _largest_listed(offering)
+    one = image_price(offering.pricing, quality, dims, tier)
+    return None if one is None else one * n
+
+
+def _largest_listed(offering: Offering) -> Dimensions | None:
+    sizes = [Dimensions.parse(row.size) for row in offering.pricing.per_image if "x" in row.size]
+    return max(sizes, key=lambda d: d.pixels) if sizes else None
+
+
+def token_cost(prices: TokenPrices, usage: Mapping[str, object]) -> Decimal:
+    """Cost from an OpenAI-style `usage` object (input/output tokens with details)."""
+    details = usage.get("input_tokens_details")
+    details = details if isinstance(details, Mapping) else {}
+    input_total = _int(usage.get("input_tokens"))
+    image_in = _int(details.get("image_tokens"))
+    text_in = _int(details.get("text_tokens")) if "text_tokens" in details else max(0, input_total - image_in)
+    cached_text = _int(details.get("cached_text_tokens"))
+    cached_image = _int(details.get("cached_image_tokens"))
+    out_details = usage.get("output_tokens_details")
+    out_details = out_details if isinstance(out_details, Mapping) else {}
+    output = _int(usage.get("output_tokens"))
+    text_out = _int(out_details.get("text_tokens"))
+    image_out = output - text_out if out_details else output
+    total = (
+        Decimal(text_in - cached_text) * prices.text_input
+        + Decimal(cached_text) * (prices.cached_text_input or prices.text_input)
+        + Decimal(image_in - cached_image) * prices.image_input
+        + Decimal(cached_image) * (prices.cached_image_input or prices.image_input)
+        + Decimal(image_out) * prices.image_output
+        + Decimal(text_out) * (prices.text_output or prices.text_input)
+    )
+    return total / MILLION
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def actual_cost(
+    offering: Offering,
+    quality: str | None,
+    dims: Dimensions | None,
+    tier: str | None,
+    count: int,
+    usage: Mapping[str, object] | None,
+) -> Decimal | None:
+    """Cost of what was produced: token prices on `usage` when both exist, else the image table."""
+    pricing = offering.pricing
+    if pricing.free:
+        return Decimal(0)
+    if usage and pricing.tokens is not None:
+        return token_cost(pricing.tokens, usage)
+    one = image_price(pricing, quality, dims, tier)
+    return None if one is None else one * count
+
+
+def usd_text(amount: Decimal | None) -> str | None:
+    """A stable decimal string for headers and JSON (at most 6 decimal places, no exponent)."""
+    if amount is None:
+        return None
+    quantized = amount.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize()
+    return format(quantized, "f")

@@ -1,0 +1,147 @@
+"""The one exception tree of imagegate.
+
+Every error knows its HTTP status and the OpenAI error fields (`type`, `param`, `code`), so the web
+layer renders any of them as ``{"error": {"message", "type", "param", "code"}}`` without looking
+inside. Foreign exceptions (Pillow, multipart, OS errors, upstream HTTP errors) are translated into
+this tree at one boundary each; nothing else reaches the web layer, and anything that does is a
+bug answered as a bare 500.
+"""
+
+from __future__ import annotations
+
+
+class ImagegateError(Exception):
+    """Base class. Subclasses set the class attributes; instances may override param/code."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+# --- 4xx: the caller's input ----------------------------------------------------------------
+
+
+class InvalidRequestError(ImagegateError):
+    """400: a parameter is missing, malformed or out of range."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_value"
+
+
+class MissingParameterError(InvalidRequestError):
+    code = "missing_required_parameter"
+
+
+class UnsupportedParameterError(InvalidRequestError):
+    """400: the parameter is valid in general but this model/provider cannot honour it."""
+
+    code = "unsupported_value"
+
+
+class ModelRetiredError(InvalidRequestError):
+    """400: every offering that could serve the request is retired; the message names the successor."""
+
+    code = "model_retired"
+
+
+class InvalidImageError(InvalidRequestError):
+    """400: the bytes claim to be an image we accept but cannot be decoded (truncated, corrupt)."""
+
+    code = "invalid_image"
+
+
+class ImageTooLargeError(InvalidRequestError):
+    """400: the image's declared pixel count is over the cap (decompression bomb guard)."""
+
+    code = "image_too_large"
+
+
+class AuthenticationError(ImagegateError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(ImagegateError):
+    status = 403
+    type = "invalid_request_error"
+    code = "forbidden"
+
+
+class NotFoundError(ImagegateError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+
+
+class MethodNotAllowedError(ImagegateError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLargeError(ImagegateError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(ImagegateError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+# --- 5xx: us or upstream --------------------------------------------------------------------
+
+
+class UpstreamError(ImagegateError):
+    """502: a provider failed in a way the caller cannot fix."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class NoProviderAvailableError(ImagegateError):
+    """503: the model exists but no provider can serve this request right now."""
+
+    status = 503
+    type = "server_error"
+    code = "no_provider_available"
+
+
+class InternalError(ImagegateError):
+    status = 500
+    type = "server_error"
+    code = "internal_error"

@@ -1,0 +1,74 @@
+"""The provider contract: small enough to write a new one in one sitting.
+
+A provider speaks one wire API. It receives a normalized `ProviderJob` (and, for edits, the
+decoded input images) and returns the images it produced. It never reads config or globals: what
+it needs (base URL, key, HTTP session) is given to its factory. Built-in providers register
+through the same `ProviderFactory` entry point a third-party plugin uses
+(group ``imagegate.providers``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from imagegate.core.types import ModelInfo, Offering, ProviderJob
+
+if TYPE_CHECKING:
+    from imagegate.config import Settings
+    from imagegate.imaging.probe import DecodedImage
+
+
+@dataclass(frozen=True)
+class EditInputs:
+    """Decoded, validated input images (first one is the edit base) and the optional mask."""
+
+    images: Sequence[DecodedImage]
+    mask: DecodedImage | None = None
+
+
+@dataclass(frozen=True)
+class ProducedImage:
+    data: bytes
+    format: str
+    revised_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    images: Sequence[ProducedImage]
+    quality: str | None = None
+    background: str | None = None
+    usage: Mapping[str, object] | None = None
+    upstream_request_id: str | None = None
+    billed: bool = True
+    metadata: Mapping[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One wire API."""
+
+    name: str
+    # True for a provider that only serves when no other provider is available (the sandbox in
+    # its default `auto` mode).
+    fallback_only: bool
+
+    def available(self) -> bool:
+        """True when the provider can be called (credentials present, enabled)."""
+        ...
+
+    def extra_offering(self, model: ModelInfo) -> Offering | None:
+        """An offering this provider adds on its own for `model` (the sandbox serves every model)."""
+        ...
+
+    async def run(self, job: ProviderJob, inputs: EditInputs | None) -> ProviderResult:
+        """Make `job.n` images. Raise `imagegate.errors` exceptions only."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+ProviderFactory = Callable[["Settings"], Provider | None]
+"""Builds a provider from settings, or returns None when it is not configured at all."""

@@ -1,0 +1,129 @@
+"""The offline `sandbox` provider: serves every catalog model, free, deterministically.
+
+It mirrors each model's reference offering (the first in the catalog: the creator's own API), so
+it follows that model's size rules, native `n` and native output formats, and every gateway
+emulation (fan-out, format conversion) is exercised exactly as with the real provider. Images
+carry a visible SANDBOX mark and the prompt; the same prompt, seed and size give the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from PIL import Image
+
+from imagegate.config import Settings
+from imagegate.core.types import Lifecycle, ModelInfo, Offering, ParamRule, Pricing, ProviderJob
+from imagegate.errors import InvalidRequestError
+from imagegate.imaging.convert import encode_image
+from imagegate.imaging.pool import run_image_task
+from imagegate.imaging.render import render_edit, render_generation
+from imagegate.providers.base import EditInputs, ProducedImage, ProviderResult
+
+NAME = "sandbox"
+AUTO_SIZE = (1024, 1024)
+
+
+class SandboxProvider:
+    name = NAME
+
+    def __init__(self, *, fallback_only: bool) -> None:
+        self.fallback_only = fallback_only
+
+    def available(self) -> bool:
+        return True
+
+    def extra_offering(self, model: ModelInfo) -> Offering | None:
+        if not model.offerings:
+            return None
+        reference = model.offerings[0]
+        params = dict(reference.caps.params)
+        params["seed"] = ParamRule(handling="passthrough", note="the sandbox is deterministic per seed")
+        caps = dataclasses.replace(
+            reference.caps,
+            params=params,
+            max_input_images=model.max_input_images,
+            mask="image-edit" in model.modes,
+        )
+        return Offering(
+            provider=NAME,
+            model_ids={mode: model.id for mode in model.modes},
+            caps=caps,
+            pricing=Pricing(free=True, notes="the sandbox is free"),
+            lifecycle=Lifecycle(),
+            notes=f"offline sandbox mirroring {reference.provider}'s capabilities",
+        )
+
+    async def run(self, job: ProviderJob, inputs: EditInputs | None) -> ProviderResult:
+        width, height = (job.size.dims.width, job.size.dims.height) if job.size.dims else AUTO_SIZE
+        seed = _seed(job.options.get("seed"))
+        transparent = job.background == "transparent"
+        images = []
+        for offset in range(job.n):
+            index = job.first_index + offset
+            if job.mode == "image-edit":
+                if inputs is None or not inputs.images:
+                    raise InvalidRequestError("an edit needs at least one image", param="image")
+                picture = await run_image_task(_edit, job, inputs, seed, width, height, index)
+            else:
+                picture = await run_image_task(_generate, job, seed, width, height, index, transparent)
+            data = await run_image_task(encode_image, picture, job.output_format, job.output_compression)
+            images.append(ProducedImage(data=data, format=job.output_format))
+        quality = job.quality if job.quality not in (None, "auto") else "medium"
+        return ProviderResult(
+            images=images,
+            quality=quality,
+            background="transparent" if transparent else "opaque",
+            usage=None,
+            billed=False,
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _seed(value: object) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    return 0
+
+
+def _generate(
+    job: ProviderJob, seed: int, width: int, height: int, index: int, transparent: bool
+) -> Image.Image:
+    return render_generation(
+        prompt=job.prompt,
+        seed=seed,
+        width=width,
+        height=height,
+        index=index,
+        model=job.provider_model,
+        transparent=transparent,
+    )
+
+
+def _edit(
+    job: ProviderJob, inputs: EditInputs, seed: int, width: int, height: int, index: int
+) -> Image.Image:
+    return render_edit(
+        prompt=job.prompt,
+        seed=seed,
+        width=width,
+        height=height,
+        index=index,
+        model=job.provider_model,
+        base=inputs.images[0].image,
+        mask=inputs.mask.image if inputs.mask is not None else None,
+        others=[item.image for item in inputs.images[1:]],
+    )
+
+
+def create(settings: Settings) -> SandboxProvider | None:
+    mode = settings.sandbox.enabled
+    if mode is False:
+        return None
+    return SandboxProvider(fallback_only=(mode == "auto"))

@@ -1,0 +1,108 @@
+"""Which offerings may serve a request: lifecycle, provider availability, capabilities.
+
+Ordering (priority groups, weights, strategies), retries and circuit breaking are built on top of
+this list by the router; this module only decides who is eligible and, when nobody is, which
+error explains it best (retired model naming its successor, missing capability, no provider).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from imagegate.core.types import ModelInfo, Offering
+from imagegate.errors import (
+    InvalidRequestError,
+    ModelRetiredError,
+    NoProviderAvailableError,
+    UnsupportedParameterError,
+)
+from imagegate.providers.base import Provider
+from imagegate.providers.registry import ProviderRegistry
+
+
+@dataclass(frozen=True)
+class Needs:
+    mode: str
+    input_images: int = 0
+    mask: bool = False
+
+
+@dataclass(frozen=True)
+class Candidate:
+    offering: Offering
+    provider: Provider
+
+
+def all_offerings(model: ModelInfo, registry: ProviderRegistry) -> list[Offering]:
+    """Catalog offerings plus those providers add on their own (the sandbox)."""
+    offerings = list(model.offerings)
+    for provider in registry:
+        extra = provider.extra_offering(model)
+        if extra is not None and model.offering(extra.provider) is None:
+            offerings.append(extra)
+    return offerings
+
+
+def eligible(
+    model: ModelInfo,
+    needs: Needs,
+    registry: ProviderRegistry,
+    today: date,
+    forced_provider: str | None = None,
+) -> list[Candidate]:
+    """The candidates in catalog order, or the error that explains why there are none."""
+    offerings = [o for o in all_offerings(model, registry) if o.supports(needs.mode)]
+    if forced_provider is not None:
+        offerings = [o for o in offerings if o.provider == forced_provider]
+        if not offerings:
+            raise InvalidRequestError(
+                f"provider '{forced_provider}' does not offer {model.id} for {needs.mode}",
+                param="model",
+                code="model_not_available",
+            )
+    primary_up = registry.any_primary_available()
+    result: list[Candidate] = []
+    retired: list[Offering] = []
+    lacking: list[str] = []
+    for offering in offerings:
+        provider = registry.get(offering.provider)
+        if provider is None or not provider.available():
+            continue
+        if provider.fallback_only and primary_up and forced_provider is None:
+            continue
+        if offering.lifecycle.status_on(today) == "retired":
+            retired.append(offering)
+            continue
+        missing = _missing_capability(offering, needs)
+        if missing:
+            lacking.append(missing)
+            continue
+        result.append(Candidate(offering, provider))
+    if result:
+        return result
+    if retired:
+        raise _retired_error(model, retired, today)
+    if lacking:
+        raise UnsupportedParameterError(lacking[0], param="mask" if "mask" in lacking[0] else "image")
+    raise NoProviderAvailableError(
+        f"no configured provider can serve {model.id} right now; configure a provider key "
+        "or enable the sandbox"
+    )
+
+
+def _missing_capability(offering: Offering, needs: Needs) -> str | None:
+    caps = offering.caps
+    if needs.mask and not caps.mask:
+        return f"{offering.provider} cannot apply a mask for this model"
+    if needs.input_images > max(caps.max_input_images, 1 if needs.mode == "image-edit" else 0):
+        return f"{offering.provider} accepts at most {caps.max_input_images} input images for this model"
+    return None
+
+
+def _retired_error(model: ModelInfo, retired: list[Offering], today: date) -> ModelRetiredError:
+    lifecycle = retired[0].lifecycle
+    when = f" on {lifecycle.retired_on.isoformat()}" if lifecycle.retired_on else ""
+    successor = f"; use {lifecycle.successor} instead" if lifecycle.successor else ""
+    providers = ", ".join(o.provider for o in retired)
+    return ModelRetiredError(f"{model.id} was retired{when} at {providers}{successor}", param="model")

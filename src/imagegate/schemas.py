@@ -1,0 +1,113 @@
+"""Request bodies of the public API, and their translation into core types.
+
+The same models validate JSON bodies and multipart form fields (where every value is a string,
+as the OpenAI SDK sends them: ``n="2"``). They also feed the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from imagegate.core.sizes import build_size_request
+from imagegate.core.types import ParamError, PublicRequest
+from imagegate.errors import InvalidRequestError, MissingParameterError
+
+# Optional public parameters whose handling the catalog describes per offering.
+OPTION_PARAMS = ("moderation", "user", "seed", "style", "input_fidelity", "safety_identifier")
+
+
+class ImageRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_url: str | None = Field(None, description="A data: URL (base64) of a PNG, JPEG or WebP image.")
+    file_id: str | None = Field(None, description="Not supported by this gateway.")
+
+
+class ImageParams(BaseModel):
+    """Parameters shared by generations and edits. Unknown fields pass through to the provider."""
+
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+    prompt: str = Field(description="What to draw.", max_length=100_000)
+    model: str | None = Field(None, description="Catalog model id, or provider/model to force a provider.")
+    n: int = Field(1, ge=1, le=10)
+    size: str | None = Field(None, description='"WxH", "W:H" or "auto"')
+    aspect_ratio: str | None = Field(None, description='"W:H", used when size is not WxH')
+    resolution: str | None = Field(None, description='"0.5K" "1K" "2K" "4K" or megapixels like "0.25", "1"')
+    quality: str | None = None
+    background: Literal["transparent", "opaque", "auto"] | None = None
+    output_format: Literal["png", "jpeg", "webp", "gif", "avif"] | None = None
+    output_compression: int | None = Field(None, ge=0, le=100)
+    response_format: Literal["url", "b64_json"] | None = None
+    moderation: str | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    style: str | None = None
+    stream: bool | None = None
+    partial_images: int | None = Field(None, ge=0, le=3)
+
+    @field_validator("output_format", mode="before")
+    @classmethod
+    def _jpg(cls, value: Any) -> Any:
+        return "jpeg" if isinstance(value, str) and value.lower() == "jpg" else value
+
+
+class GenerateParams(ImageParams):
+    pass
+
+
+class EditParams(ImageParams):
+    input_fidelity: str | None = None
+    images: list[ImageRef] | None = Field(None, description="JSON form only: the input images.")
+    mask: ImageRef | None = Field(None, description="JSON form only: the mask.")
+
+
+def parse_params(cls: type[ImageParams], data: dict[str, Any]) -> ImageParams:
+    """Validate a body; pydantic errors become a 400 naming the first offending parameter."""
+    cleaned = {k: v for k, v in data.items() if not (isinstance(v, str) and v == "" and k != "prompt")}
+    try:
+        return cls.model_validate(cleaned)
+    except ValidationError as exc:
+        raise _translate(exc) from None
+
+
+def _translate(exc: ValidationError) -> InvalidRequestError:
+    error = exc.errors(include_url=False)[0]
+    loc = [str(part) for part in error["loc"]]
+    param = loc[0] if loc else None
+    if len(loc) > 1:
+        param = loc[0] + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
+    if error["type"] == "missing":
+        return MissingParameterError(f"Missing required parameter: '{param}'.", param=param)
+    value = error.get("input")
+    shown = repr(value) if isinstance(value, str | int | float | bool) else type(value).__name__
+    return InvalidRequestError(f"Invalid value for '{param}': {shown}. {error['msg']}.", param=param)
+
+
+def to_public(
+    params: ImageParams, mode: Literal["text-to-image", "image-edit"], images: int, mask: bool
+) -> PublicRequest:
+    size = build_size_request(params.size, params.aspect_ratio, params.resolution)
+    known = set(type(params).model_fields)
+    options = {name: getattr(params, name, None) for name in OPTION_PARAMS if name in known}
+    extra = dict(params.model_extra or {})
+    return PublicRequest(
+        mode=mode,
+        prompt=params.prompt,
+        n=params.n,
+        size=size,
+        quality=params.quality,
+        background=params.background,
+        output_format=params.output_format,
+        output_compression=params.output_compression,
+        options={k: v for k, v in options.items() if v is not None},
+        extra=extra,
+        input_images=images,
+        has_mask=mask,
+    )
+
+
+def param_error(exc: ParamError) -> InvalidRequestError:
+    return InvalidRequestError(exc.message, param=exc.param, code=exc.code)

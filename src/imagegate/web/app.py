@@ -1,0 +1,136 @@
+"""The ASGI application: routes, error rendering, and the objects a running gateway shares."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import date
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Scope
+
+from imagegate import __version__
+from imagegate.catalog.loader import Catalog, load_catalog
+from imagegate.config import Settings
+from imagegate.errors import (
+    ImagegateError,
+    InternalError,
+    MethodNotAllowedError,
+    NotFoundError,
+)
+from imagegate.imaging.pool import shutdown_pool
+from imagegate.providers.registry import ProviderRegistry, build_registry
+from imagegate.service import ImageService
+from imagegate.storage.blobs import LocalBlobStore
+from imagegate.storage.signing import LinkSigner
+from imagegate.web import files, images, models, openapi
+from imagegate.web.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from imagegate.web.responses import JSONResponse, error_response
+
+log = logging.getLogger("imagegate.web")
+
+
+async def healthz(request: Request) -> JSONResponse:
+    registry: ProviderRegistry = request.app.state.registry
+    providers = {p.name: p.available() for p in registry}
+    return JSONResponse({"status": "ok", "version": __version__, "providers": providers})
+
+
+async def openapi_json(request: Request) -> JSONResponse:
+    return JSONResponse(openapi.document(request.app.state.settings))
+
+
+async def _imagegate_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ImagegateError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}"))
+    if exc.status_code == 404:
+        return error_response(NotFoundError(f"no route for {request.url.path}"))
+    error = ImagegateError(str(exc.detail))
+    error.status = exc.status_code
+    error.type = "invalid_request_error"
+    return error_response(error)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    request_id = request.scope.get("state", {}).get("request_id")
+    log.exception("unexpected error in request %s", request_id)
+    return error_response(InternalError(f"internal error; quote request id {request_id}"))
+
+
+def _body_limit(settings: Settings) -> Callable[[Scope], int]:
+    limits = settings.limits
+
+    def limit_for(scope: Scope) -> int:
+        if scope["path"] == "/v1/images/edits":
+            for name, value in scope.get("headers", []):
+                if name == b"content-type" and value.startswith(b"multipart/"):
+                    return limits.max_multipart_bytes
+            return limits.max_json_edit_bytes
+        return limits.max_json_bytes
+
+    return limit_for
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: ProviderRegistry | None = None,
+    catalog: Catalog | None = None,
+    today: Callable[[], date] = date.today,
+) -> Starlette:
+    catalog = catalog or load_catalog(settings.catalog.paths, settings.status_overrides())
+    registry = registry or build_registry(settings)
+    blobs = LocalBlobStore(settings.data_dir / "files")
+    signer = LinkSigner(settings.resolved_signing_key(), settings.files.ttl_seconds)
+    service = ImageService(settings, catalog, registry, blobs, signer, today)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        removed = blobs.purge_older_than(settings.files.ttl_seconds)
+        if removed:
+            log.info("removed %d expired files", removed)
+        yield
+        await registry.aclose()
+        shutdown_pool()
+
+    routes = [
+        Route("/v1/images/generations", images.generations, methods=["POST"]),
+        Route("/v1/images/edits", images.edits, methods=["POST"]),
+        Route("/v1/models", models.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
+        Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(BodyLimitMiddleware, limit_for=_body_limit(settings)),
+        ],
+        exception_handlers={
+            ImagegateError: _imagegate_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.catalog = catalog
+    app.state.registry = registry
+    app.state.blobs = blobs
+    app.state.signer = signer
+    app.state.service = service
+    return app

@@ -1,0 +1,156 @@
+"""POST /v1/images/generations and /v1/images/edits: parse, call the service, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+
+from imagegate.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from imagegate.inputs import RawInput, decode_data_url, decode_inputs
+from imagegate.schemas import EditParams, GenerateParams, ImageParams, parse_params
+from imagegate.service import ImageService
+from imagegate.web.responses import JSONResponse
+
+IMAGE_FIELDS = ("image", "image[]")
+
+
+def _service(request: Request) -> ImageService:
+    service: ImageService = request.app.state.service
+    return service
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError("request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("request body must be a JSON object", code="invalid_json")
+    return data
+
+
+async def generations(request: Request) -> JSONResponse:
+    if not _is_json(request):
+        raise UnsupportedMediaTypeError("send the body as application/json")
+    params = parse_params(GenerateParams, await read_json(request))
+    service = _service(request)
+    prepared = service.prepare(params, "text-to-image")
+    result = await service.execute(prepared, None, request.state.request_id, _base_url(request))
+    return JSONResponse(result.body, headers=result.headers)
+
+
+async def edits(request: Request) -> JSONResponse:
+    limits = request.app.state.settings.limits
+    if _is_json(request):
+        params, images, mask = _json_edit(await read_json(request), limits.max_file_bytes)
+    elif request.headers.get("content-type", "").startswith("multipart/form-data"):
+        params, images, mask = await _multipart_edit(request, limits.max_file_bytes)
+    else:
+        raise UnsupportedMediaTypeError("send edits as multipart/form-data or application/json")
+    service = _service(request)
+    prepared = service.prepare(params, "image-edit", len(images), mask is not None)
+    inputs = await decode_inputs(images, mask, limits)
+    result = await service.execute(prepared, inputs, request.state.request_id, _base_url(request))
+    return JSONResponse(result.body, headers=result.headers)
+
+
+def _is_json(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip() == "application/json"
+
+
+def _json_edit(body: dict[str, Any], max_bytes: int) -> tuple[ImageParams, list[RawInput], RawInput | None]:
+    params = parse_params(EditParams, body)
+    assert isinstance(params, EditParams)
+    images: list[RawInput] = []
+    for index, ref in enumerate(params.images or []):
+        param = f"images[{index}]"
+        if ref.file_id is not None:
+            raise InvalidRequestError(
+                "file_id references are not supported; send a data: URL",
+                param=f"{param}.file_id",
+                code="unsupported_value",
+            )
+        if ref.image_url is None:
+            raise InvalidRequestError(
+                "each image needs an image_url", param=param, code="missing_required_parameter"
+            )
+        images.append(RawInput(param, decode_data_url(ref.image_url, f"{param}.image_url", max_bytes)))
+    if not images:
+        raise InvalidRequestError(
+            "an edit needs at least one image in 'images'", param="images", code="missing_required_parameter"
+        )
+    mask = None
+    if params.mask is not None:
+        if params.mask.image_url is None:
+            raise InvalidRequestError("mask needs an image_url (data: URL)", param="mask")
+        mask = RawInput("mask", decode_data_url(params.mask.image_url, "mask.image_url", max_bytes))
+    return params.model_copy(update={"images": None, "mask": None}), images, mask
+
+
+async def _multipart_edit(
+    request: Request, max_bytes: int
+) -> tuple[ImageParams, list[RawInput], RawInput | None]:
+    try:
+        form = await request.form(max_files=64, max_fields=256, max_part_size=1024 * 1024)
+    except MultiPartException as exc:
+        raise InvalidRequestError(
+            f"malformed multipart body: {exc.message}", code="invalid_multipart"
+        ) from None
+    try:
+        fields, uploads, mask = _split_form(form)
+        images = [RawInput(param, await _read_upload(upload, param, max_bytes)) for param, upload in uploads]
+        mask_input = RawInput("mask", await _read_upload(mask, "mask", max_bytes)) if mask else None
+    finally:
+        await form.close()
+    return parse_params(EditParams, fields), images, mask_input
+
+
+def _split_form(form: FormData) -> tuple[dict[str, Any], list[tuple[str, UploadFile]], UploadFile | None]:
+    fields: dict[str, Any] = {}
+    files: list[UploadFile] = []
+    mask: UploadFile | None = None
+    for key, value in form.multi_items():
+        if key in IMAGE_FIELDS:
+            if not isinstance(value, UploadFile):
+                raise InvalidRequestError("image must be a file part", param="image")
+            files.append(value)
+        elif key == "mask":
+            if not isinstance(value, UploadFile):
+                raise InvalidRequestError("mask must be a file part", param="mask")
+            if mask is not None:
+                raise InvalidRequestError("only one mask may be sent", param="mask")
+            mask = value
+        elif isinstance(value, UploadFile):
+            raise InvalidRequestError(f"unexpected file part '{key}'", param=key)
+        elif key in fields:
+            raise InvalidRequestError(f"parameter '{key}' was sent more than once", param=key)
+        else:
+            fields[key] = value
+    if not files:
+        raise InvalidRequestError(
+            "an edit needs at least one image part", param="image", code="missing_required_parameter"
+        )
+    names = ["image"] if len(files) == 1 else [f"image[{i}]" for i in range(len(files))]
+    return fields, list(zip(names, files, strict=True)), mask
+
+
+async def _read_upload(upload: UploadFile, param: str, max_bytes: int) -> bytes:
+    if upload.size is not None and upload.size > max_bytes:
+        raise PayloadTooLargeError(
+            f"{param} is larger than the {max_bytes // (1024 * 1024)} MiB per-file cap", param=param
+        )
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PayloadTooLargeError(
+            f"{param} is larger than the {max_bytes // (1024 * 1024)} MiB per-file cap", param=param
+        )
+    return data
