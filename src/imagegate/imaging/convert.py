@@ -26,7 +26,7 @@ from io import BytesIO
 
 from PIL import Image
 
-from imagegate.imaging.probe import apply_orientation, to_rgb_or_rgba
+from imagegate.imaging.probe import apply_orientation, header_size, sniff_format, to_rgb_or_rgba
 
 OUTPUT_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp", "gif", "avif")
 DEFAULT_QUALITY = {"jpeg": 90, "webp": 90, "avif": 75}
@@ -139,6 +139,7 @@ def transcode(
     ICC profile is kept so colours stay right). ValueError on undecodable or oversized data.
     """
     fmt = _output_format(fmt)
+    _check_header_pixels(data, max_pixels)
     try:
         with Image.open(BytesIO(data), formats=_OPEN_FORMATS) as opened:
             source = _format_of(opened)
@@ -157,6 +158,14 @@ def transcode(
         raise ValueError(f"undecodable image data: {exc}") from exc
     image.info = {"icc_profile": icc_profile} if icc_profile else {}
     return encode_image(image, fmt, compression), image.width, image.height
+
+
+def _check_header_pixels(data: bytes, max_pixels: int) -> None:
+    """Reject oversized PNG/JPEG/WebP from our own header parse, before Pillow allocates."""
+    sniffed = sniff_format(data)
+    size = header_size(data, sniffed) if sniffed else None
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ValueError(f"image is {size[0]}x{size[1]}, over {max_pixels} pixels")
 
 
 def _format_of(image: Image.Image) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 
-from PIL import ExifTags, Image, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageFile
 
 from imagegate.errors import (
     ImagegateError,
@@ -49,6 +49,15 @@ _DISPLAY_NAMES = {
     "avif": "an AVIF",
 }
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _MASK_RULE = "mask must be a PNG with an alpha channel"
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -243,7 +252,11 @@ def _open(data: bytes, param: str, limits: ImageLimits) -> tuple[ImageInfo, Imag
         raise ImageTooLargeError(f"{param} has too many pixels", param=param) from exc
     except Exception as exc:
         raise InvalidImageError(invalid, param=param) from exc
-    _check_pixels(image.width, image.height, param, limits)
+    try:
+        _check_pixels(image.width, image.height, param, limits)
+    except ImageTooLargeError:
+        image.close()
+        raise
     return ImageInfo(fmt, image.width, image.height), image
 
 
@@ -314,13 +327,13 @@ def _decode(opened: ImageFile.ImageFile, fmt: str, param: str) -> DecodedImage:
 
 
 def apply_orientation(image: Image.Image) -> Image.Image:
-    """Apply the EXIF (or XMP) orientation; returns ``image`` itself when there is none."""
-    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    if orientation in (2, 3, 4, 5, 6, 7, 8):
-        transposed = ImageOps.exif_transpose(image)
-        if transposed is not None:
-            return transposed
-    return image
+    """Apply the EXIF (or XMP) orientation; returns ``image`` itself when there is none.
+
+    The mapping is ``ImageOps.exif_transpose``'s, but done with a bare ``transpose`` so the
+    result carries no EXIF at all (``exif_transpose`` keeps every other tag, GPS included).
+    """
+    method = _ORIENTATIONS.get(image.getexif().get(ExifTags.Base.Orientation, 1))
+    return image if method is None else image.transpose(method)
 
 
 def _has_alpha(image: Image.Image) -> bool:

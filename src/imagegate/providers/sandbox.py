@@ -8,6 +8,7 @@ carry a visible SANDBOX mark and the prompt; the same prompt, seed and size give
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from PIL import Image
@@ -58,17 +59,19 @@ class SandboxProvider:
         width, height = (job.size.dims.width, job.size.dims.height) if job.size.dims else AUTO_SIZE
         seed = _seed(job.options.get("seed"))
         transparent = job.background == "transparent"
-        images = []
-        for offset in range(job.n):
-            index = job.first_index + offset
+        if job.mode == "image-edit" and (inputs is None or not inputs.images):
+            raise InvalidRequestError("an edit needs at least one image", param="image")
+
+        async def one(index: int) -> ProducedImage:
             if job.mode == "image-edit":
-                if inputs is None or not inputs.images:
-                    raise InvalidRequestError("an edit needs at least one image", param="image")
+                assert inputs is not None
                 picture = await run_image_task(_edit, job, inputs, seed, width, height, index)
             else:
                 picture = await run_image_task(_generate, job, seed, width, height, index, transparent)
             data = await run_image_task(encode_image, picture, job.output_format, job.output_compression)
-            images.append(ProducedImage(data=data, format=job.output_format))
+            return ProducedImage(data=data, format=job.output_format)
+
+        images = await asyncio.gather(*(one(job.first_index + offset) for offset in range(job.n)))
         quality = job.quality if job.quality not in (None, "auto") else "medium"
         return ProviderResult(
             images=images,

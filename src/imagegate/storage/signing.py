@@ -34,7 +34,7 @@ class LinkSigner:
         self, file_id: str, expires: str | None, signature: str | None, now: float | None = None
     ) -> int:
         """Return the expiry time, or raise LinkError."""
-        if not expires or not signature or not expires.isdigit() or len(expires) > 12:
+        if not expires or not signature or not _is_decimal(expires) or not _is_hex64(signature):
             raise LinkError("the link is missing or has a malformed signature", expired=False)
         expected = self._mac(file_id, int(expires))
         if not hmac.compare_digest(expected, signature):
@@ -42,3 +42,11 @@ class LinkSigner:
         if int(expires) < (time.time() if now is None else now):
             raise LinkError("the link has expired", expired=True)
         return int(expires)
+
+
+def _is_decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 12
+
+
+def _is_hex64(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)

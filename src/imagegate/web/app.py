@@ -66,7 +66,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     request_id = request.scope.get("state", {}).get("request_id")
     log.exception("unexpected error in request %s", request_id)
-    return error_response(InternalError(f"internal error; quote request id {request_id}"))
+    response = error_response(InternalError(f"internal error; quote request id {request_id}"))
+    if request_id:
+        response.headers["x-request-id"] = request_id
+    return response
 
 
 def _body_limit(settings: Settings) -> Callable[[Scope], int]:

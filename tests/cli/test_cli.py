@@ -1,0 +1,73 @@
+"""The command line: models table, generate to a file, config errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+from PIL import Image
+
+from imagegate.cli import main
+
+
+def test_models_table_lists_catalog(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["models", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:3] == ["MODEL", "CREATOR", "MODES"]
+    gpt = next(line for line in lines if line.startswith("gpt-image-1 "))
+    assert "openai(retired)" in gpt and "fal" in gpt and "sandbox" in gpt
+
+
+def test_generate_writes_the_image(tmp_path: Path) -> None:
+    target = tmp_path / "out.webp"
+    result = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "a cat in a hat",
+            "--model",
+            "gpt-image-2",
+            "--size",
+            "1280x720",
+            "--output-format",
+            "webp",
+            "-o",
+            str(target),
+            "--data-dir",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with Image.open(target) as image:
+        assert image.format == "WEBP" and image.size == (1280, 720)
+    assert "provider=sandbox" in result.output and "cost=$0" in result.output
+
+
+def test_generate_reports_bad_input(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["generate", "x", "--size", "huge", "--data-dir", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "size" in result.output
+
+
+def test_config_file_errors_are_clear(tmp_path: Path) -> None:
+    config = tmp_path / "imagegate.toml"
+    config.write_text("port = 'eighty'\nunknown_key = 1\n")
+    result = CliRunner().invoke(main, ["models", "--config", str(config)])
+    assert result.exit_code != 0
+    assert "port" in result.output and "unknown_key" in result.output
+
+
+def test_config_file_is_applied(tmp_path: Path) -> None:
+    config = tmp_path / "imagegate.toml"
+    config.write_text('default_model = "flux-1-schnell"\n[catalog.status."gpt-image-1"]\nopenai = "active"\n')
+    result = CliRunner().invoke(main, ["models", "--config", str(config), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    gpt = next(line for line in result.output.splitlines() if line.startswith("gpt-image-1 "))
+    assert "openai(retired)" not in gpt
+    target = tmp_path / "default.png"
+    result = CliRunner().invoke(
+        main, ["generate", "x", "-o", str(target), "--config", str(config), "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "model=flux-1-schnell" in result.output
