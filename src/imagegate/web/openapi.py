@@ -30,13 +30,108 @@ def _error_responses(*statuses: int) -> dict[str, Any]:
     }
 
 
-def _schemas() -> dict[str, Any]:
-    gen = GenerateParams.model_json_schema(ref_template=REF + "{model}")
-    edit = EditParams.model_json_schema(ref_template=REF + "{model}")
-    defs = {**gen.pop("$defs", {}), **edit.pop("$defs", {})}
-    gen["additionalProperties"] = True
-    edit["additionalProperties"] = True
-    multipart = {
+IMAGE_ITEM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "b64_json": {"type": "string"},
+        "url": {"type": "string", "format": "uri"},
+        "revised_prompt": {"type": "string"},
+    },
+}
+
+IMAGES_RESPONSE: dict[str, Any] = {
+    "type": "object",
+    "required": ["created", "data"],
+    "properties": {
+        "created": {"type": "integer"},
+        "data": {"type": "array", "items": {"$ref": REF + "Image"}},
+        "size": {"type": "string"},
+        "output_format": {"type": "string"},
+        "quality": {"type": ["string", "null"]},
+        "background": {"type": ["string", "null"]},
+        "usage": {"type": "object"},
+        "imagegate": {"$ref": REF + "ImagegateExtension"},
+    },
+}
+
+EXTENSION: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "request_id": {"type": "string"},
+        "provider": {"type": "string"},
+        "model": {"type": "string"},
+        "provider_model": {"type": "string"},
+        "mode": {"type": "string"},
+        "cost_usd": {
+            "type": ["string", "null"],
+            "description": "Decimal USD; null when no price is known",
+        },
+        "n": {"type": "integer"},
+        "latency_ms": {"type": "number"},
+        "decisions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "param": {"type": "string"},
+                    "asked": {},
+                    "sent": {},
+                    "note": {"type": ["string", "null"]},
+                    "handling": {
+                        "enum": [
+                            "passthrough",
+                            "renamed",
+                            "converted",
+                            "emulated",
+                            "unsupported",
+                            "dropped",
+                        ]
+                    },
+                },
+            },
+        },
+        "passthrough": {"type": "object"},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+        "attempts": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+MODEL: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "object"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "model"},
+        "created": {"type": "integer"},
+        "owned_by": {"type": "string"},
+        "modes": {"type": "array", "items": {"type": "string"}},
+        "max_resolution": {"type": "string"},
+        "max_input_images": {"type": "integer"},
+        "status": {"enum": ["active", "deprecated", "retired"]},
+        "providers": {"type": "array"},
+    },
+}
+
+
+def _multipart_schema() -> dict[str, Any]:
+    return {
         "type": "object",
         "required": ["prompt"],
         "additionalProperties": {"type": "string"},
@@ -65,110 +160,25 @@ def _schemas() -> dict[str, Any]:
             "input_fidelity": {"type": "string"},
         },
     }
-    image_item = {
-        "type": "object",
-        "properties": {
-            "b64_json": {"type": "string"},
-            "url": {"type": "string", "format": "uri"},
-            "revised_prompt": {"type": "string"},
-        },
-    }
-    images_response = {
-        "type": "object",
-        "required": ["created", "data"],
-        "properties": {
-            "created": {"type": "integer"},
-            "data": {"type": "array", "items": {"$ref": REF + "Image"}},
-            "size": {"type": "string"},
-            "output_format": {"type": "string"},
-            "quality": {"type": ["string", "null"]},
-            "background": {"type": ["string", "null"]},
-            "usage": {"type": "object"},
-            "imagegate": {"$ref": REF + "ImagegateExtension"},
-        },
-    }
-    extension = {
-        "type": "object",
-        "properties": {
-            "request_id": {"type": "string"},
-            "provider": {"type": "string"},
-            "model": {"type": "string"},
-            "provider_model": {"type": "string"},
-            "mode": {"type": "string"},
-            "cost_usd": {
-                "type": ["string", "null"],
-                "description": "Decimal USD; null when no price is known",
-            },
-            "n": {"type": "integer"},
-            "latency_ms": {"type": "number"},
-            "decisions": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "param": {"type": "string"},
-                        "asked": {},
-                        "sent": {},
-                        "note": {"type": ["string", "null"]},
-                        "handling": {
-                            "enum": [
-                                "passthrough",
-                                "renamed",
-                                "converted",
-                                "emulated",
-                                "unsupported",
-                                "dropped",
-                            ]
-                        },
-                    },
-                },
-            },
-            "passthrough": {"type": "object"},
-            "warnings": {"type": "array", "items": {"type": "string"}},
-            "attempts": {"type": "array", "items": {"type": "object"}},
-        },
-    }
-    error = {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["message", "type", "param", "code"],
-                "properties": {
-                    "message": {"type": "string"},
-                    "type": {"type": "string"},
-                    "param": {"type": ["string", "null"]},
-                    "code": {"type": ["string", "null"]},
-                },
-            }
-        },
-    }
-    model = {
-        "type": "object",
-        "required": ["id", "object"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"const": "model"},
-            "created": {"type": "integer"},
-            "owned_by": {"type": "string"},
-            "modes": {"type": "array", "items": {"type": "string"}},
-            "max_resolution": {"type": "string"},
-            "max_input_images": {"type": "integer"},
-            "status": {"enum": ["active", "deprecated", "retired"]},
-            "providers": {"type": "array"},
-        },
-    }
+
+
+def _schemas() -> dict[str, Any]:
+    gen = GenerateParams.model_json_schema(ref_template=REF + "{model}")
+    edit = EditParams.model_json_schema(ref_template=REF + "{model}")
+    defs = {**gen.pop("$defs", {}), **edit.pop("$defs", {})}
+    gen["additionalProperties"] = True
+    edit["additionalProperties"] = True
+    multipart = _multipart_schema()
     return {
         **defs,
         "GenerateRequest": gen,
         "EditRequest": edit,
         "EditMultipart": multipart,
-        "Image": image_item,
-        "ImagesResponse": images_response,
-        "ImagegateExtension": extension,
-        "Error": error,
-        "Model": model,
+        "Image": IMAGE_ITEM,
+        "ImagesResponse": IMAGES_RESPONSE,
+        "ImagegateExtension": EXTENSION,
+        "Error": ERROR,
+        "Model": MODEL,
     }
 
 
@@ -190,10 +200,9 @@ def _ok(name: str, headers: bool = False) -> dict[str, Any]:
     return response
 
 
-@lru_cache(maxsize=4)
-def _document(server: str | None) -> dict[str, Any]:
+def _image_paths() -> dict[str, Any]:
     image_errors = _error_responses(400, 404, 413, 415, 500, 502, 503)
-    paths = {
+    return {
         "/v1/images/generations": {
             "post": {
                 "operationId": "createImage",
@@ -219,6 +228,15 @@ def _document(server: str | None) -> dict[str, Any]:
                 "responses": {"200": _ok("ImagesResponse", True), **image_errors},
             }
         },
+    }
+
+
+def _json_ok() -> dict[str, Any]:
+    return {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}
+
+
+def _catalog_paths() -> dict[str, Any]:
+    return {
         "/v1/models": {
             "get": {
                 "operationId": "listModels",
@@ -251,6 +269,11 @@ def _document(server: str | None) -> dict[str, Any]:
                 "responses": {"200": _ok("Model"), **_error_responses(404)},
             }
         },
+    }
+
+
+def _other_paths() -> dict[str, Any]:
+    return {
         "/v1/files/{file_id}": {
             "get": {
                 "operationId": "getFile",
@@ -276,27 +299,18 @@ def _document(server: str | None) -> dict[str, Any]:
             "get": {
                 "operationId": "health",
                 "summary": "Liveness and provider availability",
-                "responses": {
-                    "200": {
-                        "description": "OK",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
-                },
+                "responses": _json_ok(),
             }
         },
         "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document",
-                "responses": {
-                    "200": {
-                        "description": "OK",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
-                },
-            }
+            "get": {"operationId": "openapi", "summary": "This document", "responses": _json_ok()}
         },
     }
+
+
+@lru_cache(maxsize=4)
+def _document(server: str | None) -> dict[str, Any]:
+    paths = {**_image_paths(), **_catalog_paths(), **_other_paths()}
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
