@@ -46,9 +46,7 @@ IMAGE_DESCRIPTION = (
 
 def photo_like(side: int) -> Image.Image:
     """The deterministic test picture described by :data:`IMAGE_DESCRIPTION`."""
-    background = Image.merge(
-        "RGB", [_smooth_noise(side, channel, max(4, side // 64)) for channel in range(3)]
-    )
+    background = Image.merge("RGB", [_smooth_noise(side, channel, max(4, side // 64)) for channel in range(3)])
     grain = _smooth_noise(side, 3, side // 2)
     background = Image.blend(background, Image.merge("RGB", (grain, grain, grain)), 0.15)
     drawing = render_generation(
@@ -104,9 +102,7 @@ def run(repeat: int) -> list[str]:
     for side in SIZES:
         image = photo_like(side)
         for fmt in OUTPUT_FORMATS:
-            ours_ms, ours_bytes = median_ms(
-                lambda image=image, fmt=fmt: encode_image(image, fmt, None), repeat
-            )
+            ours_ms, ours_bytes = median_ms(lambda image=image, fmt=fmt: encode_image(image, fmt, None), repeat)
             base_ms, base_bytes = median_ms(
                 lambda image=image, fmt=fmt: encode_with_pillow_defaults(image, fmt), repeat
             )

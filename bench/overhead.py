@@ -26,6 +26,7 @@ import httpx
 
 from imagegate.config import Settings
 from imagegate.core.normalize import plan_request
+from imagegate.providers.base import CallContext
 from imagegate.schemas import GenerateParams, parse_params, to_public
 from imagegate.web.app import create_app
 
@@ -33,9 +34,7 @@ SIZES = ("1024x1024", "256x256")
 
 
 def _job(app, size: str):
-    params = parse_params(
-        GenerateParams, {"prompt": "benchmark lighthouse", "size": size, "model": "gpt-image-2"}
-    )
+    params = parse_params(GenerateParams, {"prompt": "benchmark lighthouse", "size": size, "model": "gpt-image-2"})
     model = app.state.catalog.get("gpt-image-2")
     sandbox = app.state.registry.get("sandbox")
     offering = sandbox.extra_offering(model)
@@ -100,7 +99,8 @@ async def main(repeat: int) -> None:
         ):
             for size in SIZES:
                 sandbox, job = _job(app, size)
-                direct = await _time(lambda s=sandbox, j=job: s.run(j, None), repeat)
+                ctx = CallContext("bench", asyncio.get_running_loop().time() + 3600)
+                direct = await _time(lambda s=sandbox, j=job: s.run(j, None, ctx), repeat)
                 for response_format in ("b64_json", "url"):
                     body = {
                         "prompt": "benchmark lighthouse",
@@ -109,9 +109,7 @@ async def main(repeat: int) -> None:
                         "response_format": response_format,
                     }
                     in_proc = await _time(lambda b=body: asgi.post("/v1/images/generations", json=b), repeat)
-                    over_http = await _time(
-                        lambda b=body: http.post("/v1/images/generations", json=b), repeat
-                    )
+                    over_http = await _time(lambda b=body: http.post("/v1/images/generations", json=b), repeat)
                     rows.append((size, response_format, direct, in_proc, over_http))
     finally:
         process.terminate()

@@ -54,6 +54,64 @@ class CatalogSettings(_Strict):
     status: dict[str, dict[str, Literal["active", "deprecated", "retired"]]] = Field(default_factory=dict)
 
 
+class ProviderSettings(_Strict):
+    """One `[providers.NAME]` table. Unset fields take the provider module's defaults
+    (e.g. OpenAI: api_key_env OPENAI_API_KEY, base_url https://api.openai.com/v1)."""
+
+    enabled: bool = True
+    api_key_env: str | None = None
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    queue_url: str | None = None
+    mode: Literal["queue", "sync"] | None = None
+    timeout_seconds: float = Field(180.0, gt=0)
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+    max_connections: int = Field(256, gt=0)
+    max_result_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    poll_interval_seconds: float = Field(0.25, gt=0)
+    poll_max_interval_seconds: float = Field(2.0, gt=0)
+
+    @field_validator("base_url", "queue_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    def key(self, default_env: str) -> str | None:
+        """The API key: `api_key` if set, else the environment variable (never logged)."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value() or None
+        return os.environ.get(self.api_key_env or default_env) or None
+
+
+class RouteEntry(_Strict):
+    provider: str
+    priority: int = 0
+    weight: float = Field(1.0, gt=0)
+
+
+class ModelRouting(_Strict):
+    strategy: Literal["priority", "cheapest", "fastest"] | None = None
+    providers: tuple[RouteEntry, ...] = ()
+
+
+class RoutingSettings(_Strict):
+    """Retries, failover and circuit breaking (DESIGN.md section 6)."""
+
+    strategy: Literal["priority", "cheapest", "fastest"] = "priority"
+    attempts_per_provider: int = Field(2, ge=1, le=10)
+    max_attempts: int = Field(4, ge=1, le=20)
+    backoff_base_seconds: float = Field(0.1, ge=0)
+    backoff_max_seconds: float = Field(2.0, ge=0)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_window_seconds: float = Field(30.0, gt=0)
+    breaker_cooldown_seconds: float = Field(30.0, gt=0)
+    models: dict[str, ModelRouting] = Field(default_factory=dict)
+
+
 class Settings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -67,6 +125,11 @@ class Settings(_Strict):
     files: FileSettings = Field(default_factory=FileSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     request_timeout_seconds: float = Field(300.0, gt=0)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+
+    def provider(self, name: str) -> ProviderSettings:
+        return self.providers.get(name) or ProviderSettings()
 
     @field_validator("public_url")
     @classmethod

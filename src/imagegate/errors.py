@@ -126,11 +126,72 @@ class UnsupportedMediaTypeError(ImagegateError):
 
 
 class UpstreamError(ImagegateError):
-    """502: a provider failed in a way the caller cannot fix."""
+    """502: a provider failed in a way the caller cannot fix.
+
+    `retryable`: the router may retry or fail over (5xx, 429, timeouts, resets, malformed replies).
+    `may_have_charged`: the upstream may already have billed this attempt (the caller gets
+    ``x-should-retry: false``). `retry_after`: seconds the upstream asked us to wait.
+    `disable_provider`: the provider itself is unusable (bad key) and is taken out of rotation.
+    """
 
     status = 502
     type = "upstream_error"
     code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        upstream_status: int | None = None,
+        may_have_charged: bool = False,
+        disable_provider: bool = False,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.provider = provider
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.upstream_status = upstream_status
+        self.may_have_charged = may_have_charged
+        self.disable_provider = disable_provider
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """504: the upstream did not answer within the request's deadline."""
+
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamRateLimitError(UpstreamError):
+    """429: every candidate was rate-limited; `Retry-After` says when to come back."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamAuthError(UpstreamError):
+    """502: the gateway's credentials for a provider were refused (never the caller's fault)."""
+
+    code = "upstream_auth_failed"
+
+
+class UpstreamMalformedError(UpstreamError):
+    """502: the upstream answered something we cannot use (bad JSON, truncated body, 200 with error)."""
+
+    code = "upstream_malformed_response"
+
+
+class ModerationBlockedError(InvalidRequestError):
+    """400: the provider's safety system refused the request. Never failed over."""
+
+    type = "image_generation_user_error"
+    code = "moderation_blocked"
 
 
 class NoProviderAvailableError(ImagegateError):

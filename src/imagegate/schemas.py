@@ -47,6 +47,7 @@ class ImageParams(BaseModel):
     style: str | None = None
     stream: bool | None = None
     partial_images: int | None = Field(None, ge=0, le=3)
+    dry_run: bool | None = Field(None, description="Return the estimate per candidate provider; call nobody.")
 
     @field_validator("output_format", mode="before")
     @classmethod

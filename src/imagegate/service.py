@@ -1,7 +1,10 @@
 """The image service: one request from validated parameters to an OpenAI-shaped response.
 
     prepare:  model lookup, size parsing, eligible offerings  (before any input image is decoded)
-    execute:  normalize for an offering, call it (fan-out for n), convert, price, deliver
+    execute:  order the candidates, then per attempt (router: retries, failover, deadline)
+              normalize for the offering, call it (fan-out for n), verify and convert the images;
+              then price, deliver, and shape the body
+    estimate: the dry run: the same planning and pricing per candidate, calling nobody
 
 The web layer calls `prepare`, decodes the input images against the limits, then `execute`.
 """
@@ -9,38 +12,39 @@ The web layer calls `prepare`, decodes the input images against the limits, then
 from __future__ import annotations
 
 import asyncio
-import logging
+import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
-import pybase64
-
 from imagegate.catalog.loader import Catalog
 from imagegate.config import Settings
 from imagegate.core import pricing
 from imagegate.core.normalize import plan_request
-from imagegate.core.types import Decision, Dimensions, ModelInfo, ParamError, Plan, ProviderJob, PublicRequest
-from imagegate.errors import (
-    ImagegateError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    UnsupportedParameterError,
-    UpstreamError,
-)
-from imagegate.imaging.convert import identify, transcode
-from imagegate.imaging.pool import run_image_task
-from imagegate.providers.base import EditInputs, ProducedImage, ProviderResult
+from imagegate.core.types import ModelInfo, ParamError, Plan, PublicRequest
+from imagegate.errors import InvalidRequestError, ModelNotFoundError
+from imagegate.providers.base import CallContext, EditInputs, ProviderResult
 from imagegate.providers.registry import ProviderRegistry
+from imagegate.results import (
+    Delivery,
+    Outcome,
+    base_body,
+    decision_json,
+    finish_images,
+    merge_results,
+    result_cost,
+)
+from imagegate.routing.breaker import BreakerBoard
 from imagegate.routing.candidates import Candidate, Needs, eligible
+from imagegate.routing.policy import LatencyStats, order_candidates
+from imagegate.routing.router import Attempt, Router
 from imagegate.schemas import ImageParams, param_error, to_public
-from imagegate.storage.blobs import LocalBlobStore, StoredFile
+from imagegate.storage.blobs import LocalBlobStore
 from imagegate.storage.signing import LinkSigner
 
-log = logging.getLogger("imagegate.service")
 Mode = Literal["text-to-image", "image-edit"]
 
 
@@ -51,31 +55,9 @@ class Prepared:
     candidates: list[Candidate]
     response_format: str
     asked_model: str
-
-
-@dataclass(frozen=True)
-class FinalImage:
-    data: bytes
-    format: str
-    width: int
-    height: int
-    revised_prompt: str | None = None
-
-
-@dataclass
-class Attempt:
-    provider: str
-    status: str
-    latency_ms: float
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider,
-            "status": self.status,
-            "latency_ms": round(self.latency_ms, 1),
-            "error": self.error,
-        }
+    stream: bool = False
+    partial_images: int = 0
+    dry_run: bool = False
 
 
 @dataclass
@@ -97,9 +79,15 @@ class ImageService:
         self.settings = settings
         self.catalog = catalog
         self.registry = registry
-        self.blobs = blobs
-        self.signer = signer
         self.today = today
+        self.delivery = Delivery(settings, blobs, signer)
+        routing = settings.routing
+        self.board = BreakerBoard(
+            routing.breaker_failures, routing.breaker_window_seconds, routing.breaker_cooldown_seconds
+        )
+        self.latency = LatencyStats()
+        self.rng = random.Random()
+        self.router = Router(routing, self.board, self.latency, self.rng)
 
     # --- prepare ---------------------------------------------------------------------------
 
@@ -111,18 +99,14 @@ class ImageService:
         provider, _, rest = asked.partition("/")
         if rest and (model := self.catalog.get(rest)) is not None:
             return model, provider
-        raise ModelNotFoundError(
-            f"The model '{asked}' does not exist in this gateway's catalog.", param="model"
-        )
+        raise ModelNotFoundError(f"The model '{asked}' does not exist in this gateway's catalog.", param="model")
 
     def prepare(self, params: ImageParams, mode: Mode, images: int = 0, mask: bool = False) -> Prepared:
         model, forced = self.resolve_model(params.model)
         if mode not in model.modes:
-            raise InvalidRequestError(
-                f"{model.id} does not support {mode}", param="model", code="unsupported_mode"
-            )
-        if params.stream:
-            raise UnsupportedParameterError("streaming is not available yet", param="stream")
+            raise InvalidRequestError(f"{model.id} does not support {mode}", param="model", code="unsupported_mode")
+        if params.stream and params.n > 1:
+            raise InvalidRequestError("streaming returns one image; use n=1 with stream=true", param="n")
         if mode == "image-edit":
             if images < 1:
                 raise InvalidRequestError(
@@ -140,183 +124,151 @@ class ImageService:
             raise param_error(exc) from None
         candidates = eligible(model, Needs(mode, images, mask), self.registry, self.today(), forced)
         fmt = params.response_format or self.settings.default_response_format
-        return Prepared(model, request, candidates, fmt, params.model or self.settings.default_model)
+        return Prepared(
+            model,
+            request,
+            candidates,
+            fmt,
+            params.model or self.settings.default_model,
+            stream=bool(params.stream),
+            partial_images=params.partial_images or 0,
+            dry_run=bool(params.dry_run),
+        )
 
     # --- execute ---------------------------------------------------------------------------
+
+    def plan_for(self, prepared: Prepared, candidate: Candidate) -> Plan:
+        try:
+            return plan_request(prepared.request, candidate.offering)
+        except ParamError as exc:
+            raise param_error(exc) from None
+
+    def ordered(self, prepared: Prepared) -> list[Candidate]:
+        def estimate(candidate: Candidate) -> Decimal | None:
+            try:
+                return self._estimate(self.plan_for(prepared, candidate), candidate)
+            except InvalidRequestError:
+                return None
+
+        return order_candidates(
+            prepared.candidates, prepared.model.id, self.settings.routing, estimate, self.latency, self.rng
+        )
+
+    def deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.settings.request_timeout_seconds
 
     async def execute(
         self, prepared: Prepared, inputs: EditInputs | None, request_id: str, base_url: str
     ) -> ImageResponse:
         started = time.perf_counter()
-        attempts: list[Attempt] = []
-        last_error: ImagegateError | None = None
-        for candidate in prepared.candidates:
-            try:
-                plan = plan_request(prepared.request, candidate.offering)
-            except ParamError as exc:
-                raise param_error(exc) from None
-            t0 = time.perf_counter()
-            try:
-                result = await self._call(candidate, plan, inputs)
-                images = await self._finish(plan, result)
-            except UpstreamError as exc:
-                attempts.append(Attempt(candidate.offering.provider, "error", _ms(t0), exc.message))
-                last_error = exc
-                continue
-            attempts.append(Attempt(candidate.offering.provider, "ok", _ms(t0)))
-            body = self._body(prepared, candidate, plan, result, images, attempts, request_id)
-            data = await self._deliver(prepared.response_format, images, base_url)
-            body["data"] = data
-            body["imagegate"]["latency_ms"] = round(_ms(started), 1)
-            headers = {"x-imagegate-provider": candidate.offering.provider}
-            cost = body["imagegate"]["cost_usd"]
-            if cost is not None:
-                headers["x-imagegate-cost-usd"] = cost
-            return ImageResponse(body, headers)
-        assert last_error is not None
-        raise last_error
+        ctx = CallContext(request_id, self.deadline())
 
-    async def _call(self, candidate: Candidate, plan: Plan, inputs: EditInputs | None) -> ProviderResult:
-        """Run every job of the plan (n fan-out) concurrently and merge the results."""
+        async def attempt(candidate: Candidate) -> Outcome:
+            plan = self.plan_for(prepared, candidate)
+            result = await self.call(candidate, plan, inputs, ctx)
+            images = await finish_images(plan, result, candidate.offering.provider)
+            return Outcome(plan, result, images)
+
+        routed = await self.router.run(self.ordered(prepared), prepared.model.id, ctx.deadline, attempt)
+        outcome, candidate = routed.value, routed.candidate
+        cost = result_cost(candidate.offering, outcome.plan, outcome.result, outcome.images)
+        body = self.body(prepared, candidate, outcome, cost, routed.attempts, request_id)
+        body["data"] = await self.delivery.deliver(prepared.response_format, outcome.images, base_url)
+        body["imagegate"]["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        return ImageResponse(body, self.headers(candidate, cost))
+
+    async def call(
+        self, candidate: Candidate, plan: Plan, inputs: EditInputs | None, ctx: CallContext
+    ) -> ProviderResult:
+        """Run every job of the plan (n fan-out) concurrently; one failure cancels the others."""
         provider = candidate.provider
-
-        async def one(job: ProviderJob) -> ProviderResult:
-            return await provider.run(job, inputs)
-
-        results = await asyncio.gather(*(one(job) for job in plan.jobs))
-        images = [image for result in results for image in result.images]
-        usage = _sum_usage([r.usage for r in results])
-        first = results[0]
-        return ProviderResult(
-            images=images,
-            quality=first.quality,
-            background=first.background,
-            usage=usage,
-            billed=any(r.billed for r in results),
-        )
-
-    async def _finish(self, plan: Plan, result: ProviderResult) -> list[FinalImage]:
-        expected = sum(job.n for job in plan.jobs)
-        if len(result.images) != expected:
-            raise UpstreamError(f"provider returned {len(result.images)} images, expected {expected}")
-        return list(await asyncio.gather(*(self._convert(plan, image) for image in result.images)))
-
-    async def _convert(self, plan: Plan, image: ProducedImage) -> FinalImage:
+        tasks = [asyncio.create_task(provider.run(job, inputs, ctx)) for job in plan.jobs]
         try:
-            fmt, width, height = await run_image_task(identify, image.data)
-            data = image.data
-            if fmt != plan.final_format or plan.convert:
-                data, width, height = await run_image_task(
-                    transcode, image.data, plan.final_format, plan.final_compression
-                )
-        except ValueError as exc:
-            raise UpstreamError(f"provider returned an unreadable image: {exc}") from None
-        return FinalImage(data, plan.final_format, width, height, image.revised_prompt)
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return merge_results(results)
 
-    def _body(
+    def headers(self, candidate: Candidate, cost: Decimal | None) -> dict[str, str]:
+        headers = {"x-imagegate-provider": candidate.offering.provider}
+        text = pricing.usd_text(cost)
+        if text is not None:
+            headers["x-imagegate-cost-usd"] = text
+        return headers
+
+    def body(
         self,
         prepared: Prepared,
         candidate: Candidate,
-        plan: Plan,
-        result: ProviderResult,
-        images: Sequence[FinalImage],
+        outcome: Outcome,
+        cost: Decimal | None,
         attempts: list[Attempt],
         request_id: str,
     ) -> dict[str, Any]:
-        offering = candidate.offering
-        first = images[0]
-        job = plan.jobs[0]
-        dims = _dims(first)
-        cost = pricing.actual_cost(
-            offering, result.quality or job.quality, dims, job.size.tier, len(images), result.usage
-        )
-        body: dict[str, Any] = {
-            "created": int(time.time()),
-            "data": [],
-            "size": f"{first.width}x{first.height}",
-            "output_format": first.format,
-            "quality": result.quality,
-            "background": result.background,
-        }
-        if result.usage:
-            body["usage"] = dict(result.usage)
+        plan = outcome.plan
+        attempts[-1].cost_usd = pricing.usd_text(cost)
+        possible = [a for a in attempts[:-1] if a.may_have_charged]
+        for failed in attempts[:-1]:
+            failed.cost_usd = None if failed.may_have_charged else "0"
+        body = base_body(outcome.images, outcome.result)
         body["imagegate"] = {
             "request_id": request_id,
-            "provider": offering.provider,
+            "provider": candidate.offering.provider,
             "model": prepared.model.id,
-            "provider_model": job.provider_model,
+            "provider_model": plan.jobs[0].provider_model,
             "mode": prepared.request.mode,
             "cost_usd": pricing.usd_text(cost),
-            "n": len(images),
-            "decisions": [_decision(d) for d in plan.decisions],
+            "possibly_billed_attempts": len(possible),
+            "n": len(outcome.images),
+            "decisions": [decision_json(d) for d in plan.decisions],
             "passthrough": dict(prepared.request.extra),
             "warnings": list(plan.warnings),
             "attempts": [a.as_dict() for a in attempts],
         }
         return body
 
-    async def _deliver(
-        self, response_format: str, images: Sequence[FinalImage], base_url: str
-    ) -> list[dict[str, Any]]:
-        if response_format == "b64_json":
-            return [_item({"b64_json": pybase64.b64encode(i.data).decode("ascii")}, i) for i in images]
-        stored: list[StoredFile] = []
-        try:
-            for image in images:
-                stored.append(await self.blobs.put(image.data, image.format))
-        except BaseException:
-            for item in stored:
-                await self.blobs.delete(item.id)
-            raise
-        root = self.settings.public_url or base_url.rstrip("/")
-        items = []
-        for image, file in zip(images, stored, strict=True):
-            query, _ = self.signer.query(file.id)
-            items.append(_item({"url": f"{root}/v1/files/{file.id}?{query}"}, image))
-        return items
+    # --- dry run -------------------------------------------------------------------------------
 
+    def _estimate(self, plan: Plan, candidate: Candidate) -> Decimal | None:
+        job = plan.jobs[0]
+        n = sum(j.n for j in plan.jobs)
+        return pricing.estimate(candidate.offering, job.quality, job.size.dims, job.size.tier, n)
 
-def _item(item: dict[str, Any], image: FinalImage) -> dict[str, Any]:
-    if image.revised_prompt:
-        item["revised_prompt"] = image.revised_prompt
-    return item
-
-
-def _dims(image: FinalImage) -> Dimensions:
-    return Dimensions(image.width, image.height)
-
-
-def _decision(d: Decision) -> dict[str, Any]:
-    return {
-        "param": d.param,
-        "asked": d.asked,
-        "sent": d.sent,
-        "handling": d.handling,
-        "note": d.note or None,
-    }
-
-
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000
-
-
-def _sum_usage(usages: Sequence[Any]) -> dict[str, Any] | None:
-    present = [u for u in usages if u]
-    if not present:
-        return None
-    if len(present) == 1:
-        return dict(present[0])
-    return _merge_counts(present)
-
-
-def _merge_counts(items: Sequence[Any]) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for item in items:
-        for key, value in item.items():
-            if isinstance(value, dict):
-                merged[key] = _merge_counts([merged.get(key, {}), value])
-            elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-                merged[key] = merged.get(key, 0) + value
-            else:
-                merged.setdefault(key, value)
-    return merged
+    def estimate(self, prepared: Prepared, request_id: str) -> ImageResponse:
+        rows = []
+        for candidate in self.ordered(prepared):
+            provider = candidate.offering.provider
+            row: dict[str, Any] = {"provider": provider, "available": True}
+            if self.board.is_disabled(provider):
+                row["available"] = False
+            try:
+                plan = self.plan_for(prepared, candidate)
+            except InvalidRequestError as exc:
+                row.update(available=False, error={"message": exc.message, "param": exc.param})
+                rows.append(row)
+                continue
+            job = plan.jobs[0]
+            row.update(
+                provider_model=job.provider_model,
+                estimated_cost_usd=pricing.usd_text(self._estimate(plan, candidate)),
+                size=job.size.size_text,
+                n=sum(j.n for j in plan.jobs),
+                calls=len(plan.jobs),
+                output_format=plan.final_format,
+                decisions=[decision_json(d) for d in plan.decisions],
+                warnings=list(plan.warnings),
+            )
+            rows.append(row)
+        body = {
+            "object": "imagegate.estimate",
+            "dry_run": True,
+            "created": int(time.time()),
+            "model": prepared.model.id,
+            "mode": prepared.request.mode,
+            "candidates": rows,
+            "imagegate": {"request_id": request_id},
+        }
+        return ImageResponse(body)

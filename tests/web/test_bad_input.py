@@ -66,7 +66,9 @@ def nothing_left_behind(files_dir):
         ({"prompt": "x", "moderation": "none"}, 400, "moderation", None),
         ({"prompt": "x", "webhook_url": "http://10.0.0.1/"}, 400, "webhook_url", None),
         ({"prompt": "x", "api_key": "sk-steal"}, 400, "api_key", None),
-        ({"prompt": "x", "stream": True}, 400, "stream", None),
+        ({"prompt": "x", "stream": True, "n": 2}, 400, "n", None),
+        ({"prompt": "x", "stream": True, "partial_images": 4}, 400, "partial_images", None),
+        ({"prompt": "x", "stream": "maybe"}, 400, "stream", None),
         ({"prompt": "x", "model": "dall-e-3", "background": "transparent"}, 400, "background", None),
         ({"prompt": "x" * 4001, "model": "dall-e-3"}, 400, "prompt", None),
     ],
@@ -95,9 +97,7 @@ async def test_bad_json_bodies(client):
         None,
         "invalid_json",
     )
-    assert_error(
-        await client.post(GEN, content=b"prompt=x", headers={"content-type": "text/plain"}), 415, None
-    )
+    assert_error(await client.post(GEN, content=b"prompt=x", headers={"content-type": "text/plain"}), 415, None)
 
 
 async def test_oversize_json_body_is_413(client):
@@ -121,9 +121,7 @@ async def test_oversize_multipart_body_is_413(tmp_path):
         response = await http.post(EDIT, data={"prompt": "x"}, files={"image": ("a.png", big, "image/png")})
         assert_error(response, 413, None)
         file_too_big = png_bytes(16, 16) + b"\0" * 150_000
-        response = await http.post(
-            EDIT, data={"prompt": "x"}, files={"image": ("a.png", file_too_big, "image/png")}
-        )
+        response = await http.post(EDIT, data={"prompt": "x"}, files={"image": ("a.png", file_too_big, "image/png")})
         assert_error(response, 413, "image")
 
 
@@ -189,9 +187,7 @@ async def test_mask_problems(client):
     error = assert_error(response, 400, "mask")
     assert "256x256" in error["message"] and "128x128" in error["message"]
     no_alpha = png_bytes(256, 256)
-    assert_error(
-        await _edit(client, base, extra_files=[("mask", ("m.png", no_alpha, "image/png"))]), 400, "mask"
-    )
+    assert_error(await _edit(client, base, extra_files=[("mask", ("m.png", no_alpha, "image/png"))]), 400, "mask")
     jpeg_mask = encoded(Image.new("RGB", (256, 256)), "JPEG")
     response = await _edit(client, base, extra_files=[("mask", ("m.png", jpeg_mask, "image/png"))])
     assert response.status_code in (400, 415)
@@ -216,9 +212,7 @@ async def test_edit_form_problems(client):
         400,
         "other",
     )
-    no_image = await client.post(
-        EDIT, data={"prompt": "x"}, files={"mask": ("m.png", png_bytes(), "image/png")}
-    )
+    no_image = await client.post(EDIT, data={"prompt": "x"}, files={"mask": ("m.png", png_bytes(), "image/png")})
     assert_error(no_image, 400, "image")
     assert_error(
         await client.post(

@@ -12,7 +12,7 @@ from imagegate.config import CatalogSettings, SandboxSettings, Settings
 from imagegate.core.types import ModelInfo, Offering, ProviderJob
 from imagegate.imaging.convert import encode_image
 from imagegate.imaging.render import render_generation
-from imagegate.providers.base import EditInputs, ProducedImage, ProviderResult
+from imagegate.providers.base import CallContext, EditInputs, ProducedImage, ProviderResult
 from imagegate.providers.registry import ProviderRegistry, build_registry
 from imagegate.web.app import create_app
 
@@ -33,7 +33,7 @@ class StubUpstream:
     def extra_offering(self, model: ModelInfo) -> Offering | None:
         return None
 
-    async def run(self, job: ProviderJob, inputs: EditInputs | None) -> ProviderResult:
+    async def run(self, job: ProviderJob, inputs: EditInputs | None, ctx: CallContext) -> ProviderResult:
         self.calls.append(job)
         await asyncio.sleep(self.latency)
         dims = job.size.dims
@@ -132,9 +132,7 @@ async def test_sandbox_steps_aside_once_a_real_provider_is_available(tmp_path):
         assert served.json()["imagegate"]["provider"] == "fal"
         nobody = await http.post("/v1/images/generations", json={"prompt": "x", "model": "gpt-image-2"})
         assert nobody.status_code == 503
-        forced = await http.post(
-            "/v1/images/generations", json={"prompt": "x", "model": "sandbox/gpt-image-2"}
-        )
+        forced = await http.post("/v1/images/generations", json={"prompt": "x", "model": "sandbox/gpt-image-2"})
         assert forced.status_code == 200 and forced.json()["imagegate"]["provider"] == "sandbox"
 
 

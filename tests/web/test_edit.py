@@ -50,9 +50,7 @@ async def test_masked_edit_changes_only_the_transparent_area(client):
 
 async def test_ten_images_accepted_eleven_refused(client):
     parts = [("image[]", (f"{i}.png", png_bytes(64, 64, (i * 20, 0, 0)), "image/png")) for i in range(10)]
-    ok = await client.post(
-        "/v1/images/edits", data={"prompt": "ten", "response_format": "b64_json"}, files=parts
-    )
+    ok = await client.post("/v1/images/edits", data={"prompt": "ten", "response_format": "b64_json"}, files=parts)
     assert ok.status_code == 200, ok.text
     parts.append(("image[]", ("10.png", png_bytes(), "image/png")))
     refused = await client.post("/v1/images/edits", data={"prompt": "eleven"}, files=parts)

@@ -7,7 +7,7 @@ import httpx
 from imagegate.config import SandboxSettings, Settings
 from imagegate.core.types import ModelInfo, Offering, ProviderJob
 from imagegate.errors import UpstreamError
-from imagegate.providers.base import EditInputs, ProviderResult
+from imagegate.providers.base import CallContext, EditInputs, ProviderResult
 from imagegate.providers.registry import build_registry
 from imagegate.web.app import create_app
 
@@ -25,7 +25,7 @@ class Exploding:
     def extra_offering(self, model: ModelInfo) -> Offering | None:
         return None
 
-    async def run(self, job: ProviderJob, inputs: EditInputs | None) -> ProviderResult:
+    async def run(self, job: ProviderJob, inputs: EditInputs | None, ctx: CallContext) -> ProviderResult:
         raise self.error
 
     async def aclose(self) -> None:
@@ -37,9 +37,7 @@ def _client(tmp_path, provider) -> httpx.AsyncClient:
     registry = build_registry(settings)
     registry.register(provider)
     app = create_app(settings, registry=registry)
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://gw"
-    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://gw")
 
 
 async def test_unexpected_exception_is_a_clean_500(tmp_path):

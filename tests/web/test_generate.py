@@ -53,9 +53,7 @@ async def test_same_prompt_seed_size_gives_same_bytes(client):
     payload = {"prompt": "same", "seed": 7, "size": "1024x1024", "response_format": "b64_json"}
     first = (await client.post("/v1/images/generations", json=payload)).json()["data"][0]["b64_json"]
     second = (await client.post("/v1/images/generations", json=payload)).json()["data"][0]["b64_json"]
-    other = (await client.post("/v1/images/generations", json={**payload, "seed": 8})).json()["data"][0][
-        "b64_json"
-    ]
+    other = (await client.post("/v1/images/generations", json={**payload, "seed": 8})).json()["data"][0]["b64_json"]
     assert first == second
     assert first != other
 

@@ -41,9 +41,7 @@ def plan_request(request: PublicRequest, offering: Offering) -> Plan:
     final_format, job_format, fmt_decision = _choose_format(request, caps)
     decisions.append(fmt_decision)
     background = _choose_background(request, caps, final_format, decisions, warnings)
-    final_compression, job_compression = _choose_compression(
-        request, caps, final_format, job_format, decisions
-    )
+    final_compression, job_compression = _choose_compression(request, caps, final_format, job_format, decisions)
     quality = _choose_quality(request, caps, decisions, warnings)
     options = _choose_options(request, caps, decisions, warnings)
     extra = _check_extra(request.extra, decisions)
@@ -184,9 +182,7 @@ def _choose_compression(
     if caps.compression and job_format == final_format:
         decisions.append(Decision("output_compression", asked, asked, "passthrough"))
         return asked, asked
-    decisions.append(
-        Decision("output_compression", asked, None, "emulated", "applied by the gateway's encoder")
-    )
+    decisions.append(Decision("output_compression", asked, None, "emulated", "applied by the gateway's encoder"))
     return asked, None
 
 
@@ -223,9 +219,7 @@ def _choose_options(
         rule = caps.params.get(name)
         if rule is None or rule.handling in ("unsupported", "dropped"):
             if rule is not None and rule.on_unsupported == "error":
-                raise ParamError(
-                    name, f"'{name}' is not supported by this model/provider", "unsupported_value"
-                )
+                raise ParamError(name, f"'{name}' is not supported by this model/provider", "unsupported_value")
             note = rule.note if rule is not None and rule.note else "not supported by this provider"
             decisions.append(Decision(name, value, None, "dropped", note))
             warnings.append(f"'{name}' was dropped: {note}")
@@ -235,9 +229,7 @@ def _choose_options(
             raise ParamError(name, f"{name} '{text}' is not supported; use one of {', '.join(rule.values)}")
         sent: object = rule.map.get(text, value)
         wire = rule.wire or name
-        handling: Handling = (
-            "converted" if text in rule.map else ("renamed" if wire != name else rule.handling)
-        )
+        handling: Handling = "converted" if text in rule.map else ("renamed" if wire != name else rule.handling)
         options[wire] = sent
         decisions.append(Decision(name, value, sent if wire == name else {wire: sent}, handling, rule.note))
     return options

@@ -16,9 +16,7 @@ MILLION = Decimal(1_000_000)
 _QUALITY_ORDER = ("low", "standard", "medium", "high", "hd")
 
 
-def image_price(
-    pricing: Pricing, quality: str | None, dims: Dimensions | None, tier: str | None
-) -> Decimal | None:
+def image_price(pricing: Pricing, quality: str | None, dims: Dimensions | None, tier: str | None) -> Decimal | None:
     """Price of one image, or None when the table has no matching row."""
     if pricing.free:
         return Decimal(0)

@@ -190,6 +190,7 @@ class Capabilities:
     max_input_images: int = 0
     mask: bool = False
     max_prompt_chars: int = 32000
+    streaming: bool = False
     params: dict[str, ParamRule] = field(default_factory=dict)
 
 
@@ -334,6 +335,7 @@ class ProviderJob:
     options: dict[str, object] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
     first_index: int = 0
+    partial_images: int = 0
 
 
 @dataclass(frozen=True)

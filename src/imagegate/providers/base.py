@@ -9,7 +9,8 @@ through the same `ProviderFactory` entry point a third-party plugin uses
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -46,6 +47,41 @@ class ProviderResult:
     metadata: Mapping[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CallContext:
+    """Per-attempt facts a provider may use: the request id and the request's absolute deadline.
+
+    `deadline` is on the event loop's clock (`loop.time()`). The router also enforces it by
+    cancelling the call; a provider that started remote work (a queued job) must cancel it
+    upstream when it sees `asyncio.CancelledError`, then re-raise.
+    """
+
+    request_id: str
+    deadline: float
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+
+@dataclass(frozen=True)
+class PartialImage:
+    """A streamed preview (OpenAI `partial_image` events)."""
+
+    data: bytes
+    format: str
+    partial_image_index: int
+
+
+@dataclass(frozen=True)
+class StreamDone:
+    """The last event of a stream: the finished result."""
+
+    result: ProviderResult
+
+
+StreamEvent = PartialImage | StreamDone
+
+
 @runtime_checkable
 class Provider(Protocol):
     """One wire API."""
@@ -63,8 +99,13 @@ class Provider(Protocol):
         """An offering this provider adds on its own for `model` (the sandbox serves every model)."""
         ...
 
-    async def run(self, job: ProviderJob, inputs: EditInputs | None) -> ProviderResult:
+    async def run(self, job: ProviderJob, inputs: EditInputs | None, ctx: CallContext) -> ProviderResult:
         """Make `job.n` images. Raise `imagegate.errors` exceptions only."""
+        ...
+
+    def stream(self, job: ProviderJob, inputs: EditInputs | None, ctx: CallContext) -> AsyncIterator[StreamEvent]:
+        """Stream partial images then a `StreamDone`. Only called where the offering's
+        `caps.streaming` is true; others may raise NotImplementedError."""
         ...
 
     async def aclose(self) -> None: ...

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
+from collections.abc import AsyncIterator
 
 from PIL import Image
 
@@ -19,7 +21,15 @@ from imagegate.errors import InvalidRequestError
 from imagegate.imaging.convert import encode_image
 from imagegate.imaging.pool import run_image_task
 from imagegate.imaging.render import render_edit, render_generation
-from imagegate.providers.base import EditInputs, ProducedImage, ProviderResult
+from imagegate.providers.base import (
+    CallContext,
+    EditInputs,
+    PartialImage,
+    ProducedImage,
+    ProviderResult,
+    StreamDone,
+    StreamEvent,
+)
 
 NAME = "sandbox"
 AUTO_SIZE = (1024, 1024)
@@ -55,7 +65,7 @@ class SandboxProvider:
             notes=f"offline sandbox mirroring {reference.provider}'s capabilities",
         )
 
-    async def run(self, job: ProviderJob, inputs: EditInputs | None) -> ProviderResult:
+    async def run(self, job: ProviderJob, inputs: EditInputs | None, ctx: CallContext) -> ProviderResult:
         width, height = (job.size.dims.width, job.size.dims.height) if job.size.dims else AUTO_SIZE
         seed = _seed(job.options.get("seed"))
         transparent = job.background == "transparent"
@@ -81,8 +91,26 @@ class SandboxProvider:
             billed=False,
         )
 
+    async def stream(self, job: ProviderJob, inputs: EditInputs | None, ctx: CallContext) -> AsyncIterator[StreamEvent]:
+        """Partial images are progressively sharper previews of the final picture."""
+        result = await self.run(dataclasses.replace(job, n=1), inputs, ctx)
+        final = result.images[0]
+        for index in range(job.partial_images):
+            preview = await run_image_task(_preview, final.data, index, job.partial_images, job.output_format)
+            yield PartialImage(preview, job.output_format, index)
+        yield StreamDone(result)
+
     async def aclose(self) -> None:
         return None
+
+
+def _preview(data: bytes, index: int, total: int, fmt: str) -> bytes:
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        width, height = image.size
+        factor = 2 ** (total - index + 2)
+        small = image.resize((max(1, width // factor), max(1, height // factor)), Image.Resampling.BILINEAR)
+        return encode_image(small.resize((width, height), Image.Resampling.BICUBIC), fmt, None)
 
 
 def _seed(value: object) -> int:
@@ -95,9 +123,7 @@ def _seed(value: object) -> int:
     return 0
 
 
-def _generate(
-    job: ProviderJob, seed: int, width: int, height: int, index: int, transparent: bool
-) -> Image.Image:
+def _generate(job: ProviderJob, seed: int, width: int, height: int, index: int, transparent: bool) -> Image.Image:
     return render_generation(
         prompt=job.prompt,
         seed=seed,
@@ -109,9 +135,7 @@ def _generate(
     )
 
 
-def _edit(
-    job: ProviderJob, inputs: EditInputs, seed: int, width: int, height: int, index: int
-) -> Image.Image:
+def _edit(job: ProviderJob, inputs: EditInputs, seed: int, width: int, height: int, index: int) -> Image.Image:
     return render_edit(
         prompt=job.prompt,
         seed=seed,

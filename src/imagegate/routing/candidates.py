@@ -86,8 +86,7 @@ def eligible(
     if lacking:
         raise UnsupportedParameterError(lacking[0], param="mask" if "mask" in lacking[0] else "image")
     raise NoProviderAvailableError(
-        f"no configured provider can serve {model.id} right now; configure a provider key "
-        "or enable the sandbox"
+        f"no configured provider can serve {model.id} right now; configure a provider key or enable the sandbox"
     )
 
 

@@ -30,6 +30,7 @@ from imagegate.service import ImageService
 from imagegate.storage.blobs import LocalBlobStore
 from imagegate.storage.signing import LinkSigner
 from imagegate.web import files, images, models, openapi
+from imagegate.web.disconnect import ClientDisconnected
 from imagegate.web.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from imagegate.web.responses import JSONResponse, error_response
 
@@ -61,6 +62,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     error.status = exc.status_code
     error.type = "invalid_request_error"
     return error_response(error)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    log.info("client disconnected; request %s cancelled", request.scope.get("state", {}).get("request_id"))
+    return Response(status_code=499)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -126,6 +132,7 @@ def create_app(
         exception_handlers={
             ImagegateError: _imagegate_error,
             HTTPException: _http_error,
+            ClientDisconnected: _client_gone,
             Exception: _unexpected,
         },
         lifespan=lifespan,

@@ -8,11 +8,15 @@ import orjson
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 
 from imagegate.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from imagegate.inputs import RawInput, decode_data_url, decode_inputs
+from imagegate.providers.base import EditInputs
 from imagegate.schemas import EditParams, GenerateParams, ImageParams, parse_params
-from imagegate.service import ImageService
+from imagegate.service import ImageService, Prepared
+from imagegate.streaming import ImageStream
+from imagegate.web.disconnect import unless_disconnected
 from imagegate.web.responses import JSONResponse
 
 IMAGE_FIELDS = ("image", "image[]")
@@ -38,17 +42,30 @@ async def read_json(request: Request) -> dict[str, Any]:
     return data
 
 
-async def generations(request: Request) -> JSONResponse:
+async def generations(request: Request) -> Response:
     if not _is_json(request):
         raise UnsupportedMediaTypeError("send the body as application/json")
     params = parse_params(GenerateParams, await read_json(request))
+    prepared = _service(request).prepare(params, "text-to-image")
+    return await _respond(request, prepared, None)
+
+
+async def _respond(request: Request, prepared: Prepared, inputs: EditInputs | None) -> Response:
     service = _service(request)
-    prepared = service.prepare(params, "text-to-image")
-    result = await service.execute(prepared, None, request.state.request_id, _base_url(request))
+    request_id = request.state.request_id
+    if prepared.dry_run:
+        estimate = service.estimate(prepared, request_id)
+        return JSONResponse(estimate.body, headers=estimate.headers)
+    if prepared.stream:
+        stream = ImageStream(service, prepared, inputs, request_id)
+        await unless_disconnected(request, stream.open())
+        headers = {"x-imagegate-provider": stream.provider, "cache-control": "no-cache"}
+        return StreamingResponse(stream.events(), media_type="text/event-stream", headers=headers)
+    result = await unless_disconnected(request, service.execute(prepared, inputs, request_id, _base_url(request)))
     return JSONResponse(result.body, headers=result.headers)
 
 
-async def edits(request: Request) -> JSONResponse:
+async def edits(request: Request) -> Response:
     limits = request.app.state.settings.limits
     if _is_json(request):
         params, images, mask = _json_edit(await read_json(request), limits.max_file_bytes)
@@ -56,11 +73,9 @@ async def edits(request: Request) -> JSONResponse:
         params, images, mask = await _multipart_edit(request, limits.max_file_bytes)
     else:
         raise UnsupportedMediaTypeError("send edits as multipart/form-data or application/json")
-    service = _service(request)
-    prepared = service.prepare(params, "image-edit", len(images), mask is not None)
+    prepared = _service(request).prepare(params, "image-edit", len(images), mask is not None)
     inputs = await decode_inputs(images, mask, limits)
-    result = await service.execute(prepared, inputs, request.state.request_id, _base_url(request))
-    return JSONResponse(result.body, headers=result.headers)
+    return await _respond(request, prepared, inputs)
 
 
 def _is_json(request: Request) -> bool:
@@ -80,9 +95,7 @@ def _json_edit(body: dict[str, Any], max_bytes: int) -> tuple[ImageParams, list[
                 code="unsupported_value",
             )
         if ref.image_url is None:
-            raise InvalidRequestError(
-                "each image needs an image_url", param=param, code="missing_required_parameter"
-            )
+            raise InvalidRequestError("each image needs an image_url", param=param, code="missing_required_parameter")
         images.append(RawInput(param, decode_data_url(ref.image_url, f"{param}.image_url", max_bytes)))
     if not images:
         raise InvalidRequestError(
@@ -96,15 +109,11 @@ def _json_edit(body: dict[str, Any], max_bytes: int) -> tuple[ImageParams, list[
     return params.model_copy(update={"images": None, "mask": None}), images, mask
 
 
-async def _multipart_edit(
-    request: Request, max_bytes: int
-) -> tuple[ImageParams, list[RawInput], RawInput | None]:
+async def _multipart_edit(request: Request, max_bytes: int) -> tuple[ImageParams, list[RawInput], RawInput | None]:
     try:
         form = await request.form(max_files=64, max_fields=256, max_part_size=1024 * 1024)
     except MultiPartException as exc:
-        raise InvalidRequestError(
-            f"malformed multipart body: {exc.message}", code="invalid_multipart"
-        ) from None
+        raise InvalidRequestError(f"malformed multipart body: {exc.message}", code="invalid_multipart") from None
     try:
         fields, uploads, mask = _split_form(form)
         images = [RawInput(param, await _read_upload(upload, param, max_bytes)) for param, upload in uploads]

@@ -65,9 +65,7 @@ def offering_json(offering: Offering, today: date) -> dict[str, Any]:
         "max_input_images": offering.caps.max_input_images,
         "pricing": {
             "free": prices.free,
-            "per_image": [
-                {"quality": p.quality, "size": p.size, "usd": usd_text(p.usd)} for p in prices.per_image
-            ],
+            "per_image": [{"quality": p.quality, "size": p.size, "usd": usd_text(p.usd)} for p in prices.per_image],
             "per_megapixel_usd": usd_text(prices.per_megapixel),
             "tokens_per_million_usd": None
             if tokens is None

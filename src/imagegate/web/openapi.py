@@ -263,9 +263,7 @@ def _catalog_paths() -> dict[str, Any]:
             "get": {
                 "operationId": "retrieveModel",
                 "summary": "One catalog model",
-                "parameters": [
-                    {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
+                "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": _ok("Model"), **_error_responses(404)},
             }
         },
@@ -302,9 +300,7 @@ def _other_paths() -> dict[str, Any]:
                 "responses": _json_ok(),
             }
         },
-        "/openapi.json": {
-            "get": {"operationId": "openapi", "summary": "This document", "responses": _json_ok()}
-        },
+        "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "responses": _json_ok()}},
     }
 
 
