@@ -100,7 +100,7 @@ async def main(repeat: int) -> None:
             for size in SIZES:
                 sandbox, job = _job(app, size)
                 ctx = CallContext("bench", asyncio.get_running_loop().time() + 3600)
-                direct = await _time(lambda s=sandbox, j=job: s.run(j, None, ctx), repeat)
+                direct = await _time(lambda s=sandbox, j=job, c=ctx: s.run(j, None, c), repeat)
                 for response_format in ("b64_json", "url"):
                     body = {
                         "prompt": "benchmark lighthouse",

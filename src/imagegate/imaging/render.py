@@ -36,10 +36,7 @@ def render_generation(
     """A sandbox text-to-image picture: RGB, or RGBA with a fully transparent background."""
     rng = _rng("generation", prompt, seed, width, height, index, model)
     size = (width, height)
-    if transparent:
-        background = Image.new("RGBA", size, (0, 0, 0, 0))
-    else:
-        background = _gradient(rng, size).convert("RGBA")
+    background = Image.new("RGBA", size, (0, 0, 0, 0)) if transparent else _gradient(rng, size).convert("RGBA")
     overlay = Image.new("RGBA", size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     _draw_shapes(draw, rng, size)
@@ -138,9 +135,7 @@ def _draw_mark(draw: ImageDraw.ImageDraw, text: str, size: tuple[int, int], top:
     return top + band_height
 
 
-def _draw_prompt(
-    draw: ImageDraw.ImageDraw, prompt: str, size: tuple[int, int], top: int, bottom: int
-) -> None:
+def _draw_prompt(draw: ImageDraw.ImageDraw, prompt: str, size: tuple[int, int], top: int, bottom: int) -> None:
     """The prompt, word-wrapped to the width, between ``top`` and ``bottom`` (truncated with …)."""
     width, height = size
     font_size = max(10, min(width, height) // 26)
@@ -177,9 +172,7 @@ def _draw_footer(draw: ImageDraw.ImageDraw, text: str, size: tuple[int, int]) ->
     return y - font_size // 2
 
 
-def _draw_thumbnails(
-    overlay: Image.Image, others: Sequence[Image.Image], size: tuple[int, int], bottom: int
-) -> int:
+def _draw_thumbnails(overlay: Image.Image, others: Sequence[Image.Image], size: tuple[int, int], bottom: int) -> int:
     """Labelled thumbnails of the other inputs in one row above ``bottom``; returns the row top."""
     if not others:
         return bottom
