@@ -152,3 +152,19 @@ def test_models_through_the_sdk(sdk: openai.OpenAI) -> None:
     assert "gpt-image-1" in ids and "flux-1-schnell" in ids
     model = sdk.models.retrieve("gpt-image-2")
     assert model.model_extra["max_resolution"] == "3840x2160"
+
+
+def test_streaming_with_the_sdk_iterator(sdk: openai.OpenAI) -> None:
+    stream = sdk.images.generate(model="gpt-image-1", prompt="streamed lighthouse", stream=True, partial_images=2)
+    events = list(stream)
+    kinds = [event.type for event in events]
+    assert kinds == ["image_generation.partial_image", "image_generation.partial_image", "image_generation.completed"]
+    assert [event.partial_image_index for event in events[:2]] == [0, 1]
+    final = _open(pybase64.b64decode(events[-1].b64_json))
+    assert final.size == (1024, 1024)
+
+
+def test_dry_run_through_the_sdk(sdk: openai.OpenAI) -> None:
+    raw = sdk.images.with_raw_response.generate(model="gpt-image-1", prompt="x", extra_body={"dry_run": True})
+    body = raw.http_response.json()
+    assert body["dry_run"] is True and body["candidates"][0]["provider"] == "sandbox"
