@@ -7,9 +7,7 @@ import io
 from PIL import Image
 
 
-def png_bytes(
-    width: int = 64, height: int = 64, color: tuple[int, ...] = (200, 30, 30), mode: str = "RGB"
-) -> bytes:
+def png_bytes(width: int = 64, height: int = 64, color: tuple[int, ...] = (200, 30, 30), mode: str = "RGB") -> bytes:
     buf = io.BytesIO()
     Image.new(mode, (width, height), color).save(buf, format="PNG")
     return buf.getvalue()

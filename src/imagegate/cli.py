@@ -55,9 +55,7 @@ def main() -> None:
 @click.option("--port", type=int, default=None, help="Port (default 8080).")
 @click.option("--log-level", default="info", show_default=True)
 @common_options
-def serve(
-    host: str | None, port: int | None, log_level: str, config_file: Path | None, data_dir: Path | None
-) -> None:
+def serve(host: str | None, port: int | None, log_level: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Start the gateway."""
     import uvicorn
 
@@ -99,8 +97,7 @@ def models(config_file: Path | None, data_dir: Path | None) -> None:
     for model in catalog.models():
         info = model_json(model, registry, date.today())
         providers = ",".join(
-            f"{p['provider']}{'' if p['status'] == 'active' else '(' + p['status'] + ')'}"
-            for p in info["providers"]
+            f"{p['provider']}{'' if p['status'] == 'active' else '(' + p['status'] + ')'}" for p in info["providers"]
         )
         modes = ",".join("gen" if m == "text-to-image" else "edit" for m in info["modes"])
         rows.append(
@@ -146,16 +143,13 @@ def generate(
     try:
         body = asyncio.run(_generate(settings, prompt, model, size, output_format))
     except ImagegateError as exc:
-        raise click.ClickException(
-            f"{exc.message} (param: {exc.param})" if exc.param else exc.message
-        ) from None
+        raise click.ClickException(f"{exc.message} (param: {exc.param})" if exc.param else exc.message) from None
     ext = body["output_format"]
     target = output or Path(f"imagegate-{body['imagegate']['request_id']}.{ext}")
     target.write_bytes(pybase64.b64decode(body["data"][0]["b64_json"]))
     meta = body["imagegate"]
     click.echo(
-        f"{target}  {body['size']} {ext}  model={meta['model']} provider={meta['provider']} "
-        f"cost=${meta['cost_usd']}"
+        f"{target}  {body['size']} {ext}  model={meta['model']} provider={meta['provider']} cost=${meta['cost_usd']}"
     )
 
 

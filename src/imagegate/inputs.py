@@ -42,9 +42,7 @@ def decode_data_url(url: str, param: str, max_bytes: int) -> bytes:
     if not sep or not header.endswith(";base64"):
         raise InvalidRequestError("data URL must be base64-encoded (data:image/png;base64,...)", param=param)
     if len(payload) > (max_bytes * 4) // 3 + 4:
-        raise InvalidRequestError(
-            "image is larger than the per-file cap", param=param, code="payload_too_large"
-        )
+        raise InvalidRequestError("image is larger than the per-file cap", param=param, code="payload_too_large")
     try:
         return pybase64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
@@ -60,7 +58,5 @@ async def decode_inputs(images: Sequence[RawInput], mask: RawInput | None, limit
     decoded_mask = None
     if mask is not None:
         first = decoded[0]
-        decoded_mask = await run_image_task(
-            decode_mask, mask.data, mask.param, (first.width, first.height), caps
-        )
+        decoded_mask = await run_image_task(decode_mask, mask.data, mask.param, (first.width, first.height), caps)
     return EditInputs(images=list(decoded), mask=decoded_mask)

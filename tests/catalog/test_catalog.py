@@ -156,9 +156,7 @@ def test_other_prices(catalog: Catalog) -> None:
     assert fal is not None and fal.pricing.per_megapixel == Decimal("0.003")
     dev_rep = _model(catalog, "flux-1-dev").offering("replicate")
     assert dev_rep is not None
-    assert [(p.quality, p.size, p.usd) for p in dev_rep.pricing.per_image] == [
-        ("standard", "*", Decimal("0.025"))
-    ]
+    assert [(p.quality, p.size, p.usd) for p in dev_rep.pricing.per_image] == [("standard", "*", Decimal("0.025"))]
     pro = _model(catalog, "gemini-3-pro-image-preview").offering("google")
     assert pro is not None
     assert {p.size: p.usd for p in pro.pricing.per_image} == {
@@ -168,9 +166,7 @@ def test_other_prices(catalog: Catalog) -> None:
     }
     dalle = _model(catalog, "dall-e-3").offering("openai")
     assert dalle is not None
-    assert {(p.quality, p.size): p.usd for p in dalle.pricing.per_image}[("hd", "1792x1024")] == Decimal(
-        "0.12"
-    )
+    assert {(p.quality, p.size): p.usd for p in dalle.pricing.per_image}[("hd", "1792x1024")] == Decimal("0.12")
     gpt2 = _model(catalog, "gpt-image-2").offering("openai")
     assert gpt2 is not None and not gpt2.pricing.per_image and gpt2.pricing.tokens is None
 
@@ -324,9 +320,7 @@ BAD_FILES = {
     ),
     "format": (_replace_once(BASE, 'default_format = "png"', 'default_format = "webp"'), "default_format"),
     "mode": (
-        _replace_once(
-            BASE, '{ "text-to-image" = "test/bad-model" }', '{ "text-to-image" = "a", "image-edit" = "b" }'
-        ),
+        _replace_once(BASE, '{ "text-to-image" = "test/bad-model" }', '{ "text-to-image" = "a", "image-edit" = "b" }'),
         "image-edit",
     ),
     "unknown_mode": (
@@ -365,9 +359,7 @@ def test_duplicate_id_across_operator_files(tmp_path: Path) -> None:
 
 
 def test_alias_colliding_with_an_id(tmp_path: Path) -> None:
-    text = _replace_once(
-        BASE, 'max_resolution = "1024x1024"', 'max_resolution = "1024x1024"\naliases = ["dall-e-3"]'
-    )
+    text = _replace_once(BASE, 'max_resolution = "1024x1024"', 'max_resolution = "1024x1024"\naliases = ["dall-e-3"]')
     path = _write(tmp_path, "alias.toml", text)
     with pytest.raises(CatalogError) as info:
         load_catalog([path])

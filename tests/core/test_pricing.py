@@ -40,14 +40,21 @@ def test_seed_price_table(provider: str, quality: str, size: str, usd: str) -> N
     ("usage", "expected"),
     [
         # 50 text tokens in, 4160 image tokens out (high 1024x1024): 50*5 + 4160*40 per million
-        ({"input_tokens": 50, "input_tokens_details": {"text_tokens": 50, "image_tokens": 0}, "output_tokens": 4160},
-         "0.16665"),
+        (
+            {"input_tokens": 50, "input_tokens_details": {"text_tokens": 50, "image_tokens": 0}, "output_tokens": 4160},
+            "0.16665",
+        ),
         # low 1024x1024: 272 image tokens out
         ({"input_tokens": 20, "output_tokens": 272}, "0.01098"),
         # an edit: 100 text + 1000 image tokens in (200 of them cached), 1056 out
-        ({"input_tokens": 1100,
-          "input_tokens_details": {"text_tokens": 100, "image_tokens": 1000, "cached_image_tokens": 200},
-          "output_tokens": 1056}, "0.05124"),
+        (
+            {
+                "input_tokens": 1100,
+                "input_tokens_details": {"text_tokens": 100, "image_tokens": 1000, "cached_image_tokens": 200},
+                "output_tokens": 1056,
+            },
+            "0.05124",
+        ),
     ],
 )
 def test_openai_token_cost(usage: dict, expected: str) -> None:

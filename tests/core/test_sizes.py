@@ -450,9 +450,7 @@ def test_build_size_request(
     assert build_size_request(size, aspect, resolution) == expected
 
 
-@pytest.mark.parametrize(
-    ("w", "h", "label"), [(1920, 1080, "16:9"), (1024, 1024, "1:1"), (1024, 1536, "2:3")]
-)
+@pytest.mark.parametrize(("w", "h", "label"), [(1920, 1080, "16:9"), (1024, 1024, "1:1"), (1024, 1536, "2:3")])
 def test_ratio_label(w: int, h: int, label: str) -> None:
     assert ratio_label(w, h) == label
 

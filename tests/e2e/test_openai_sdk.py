@@ -72,9 +72,7 @@ def _open(data: bytes) -> Image.Image:
 
 @pytest.mark.parametrize("fmt", sorted(PIL_NAMES))
 @pytest.mark.parametrize("response_format", ["b64_json", "url"])
-def test_generate_every_format_both_response_formats(
-    sdk: openai.OpenAI, fmt: str, response_format: str
-) -> None:
+def test_generate_every_format_both_response_formats(sdk: openai.OpenAI, fmt: str, response_format: str) -> None:
     result = sdk.images.generate(
         model="gpt-image-1",
         prompt=f"a {fmt} lighthouse",
@@ -101,9 +99,7 @@ def test_generate_every_format_both_response_formats(
 
 
 def test_generate_n_and_headers(sdk: openai.OpenAI) -> None:
-    raw = sdk.images.with_raw_response.generate(
-        model="dall-e-3", prompt="two of them", n=2, response_format="b64_json"
-    )
+    raw = sdk.images.with_raw_response.generate(model="dall-e-3", prompt="two of them", n=2, response_format="b64_json")
     assert raw.headers["x-request-id"].startswith("req_")
     assert raw.headers["x-imagegate-provider"] == "sandbox"
     result = raw.parse()

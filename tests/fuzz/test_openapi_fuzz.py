@@ -25,9 +25,7 @@ RANDOM = os.environ.get("IMAGEGATE_FUZZ_RANDOM") == "1"
 
 
 @schema.parametrize()
-@settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, suppress_health_check=list(HealthCheck)
-)
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case: schemathesis.Case) -> None:
     response = case.call()
     assert response.status_code < 500, (case.method, case.path, response.status_code, response.text[:500])

@@ -24,9 +24,7 @@ def photo(size: tuple[int, int] = (256, 192)) -> Image.Image:
     """Smooth colour fields plus grain: compresses like a photo, not like flat colour."""
     width, height = size
     channels = [
-        Image.effect_noise((max(2, width // 16), max(2, height // 16)), 60).resize(
-            size, Image.Resampling.BICUBIC
-        )
+        Image.effect_noise((max(2, width // 16), max(2, height // 16)), 60).resize(size, Image.Resampling.BICUBIC)
         for _ in range(3)
     ]
     grain = Image.effect_noise(size, 30).convert("RGB")

@@ -54,9 +54,7 @@ def edit(
 def checkerboard(size: tuple[int, int]) -> Image.Image:
     tile = Image.new("RGB", (2, 2))
     tile.putdata([(250, 250, 250), (20, 20, 20), (20, 20, 20), (250, 250, 250)])
-    return tile.resize((size[0] // 8, size[1] // 8), Image.Resampling.NEAREST).resize(
-        size, Image.Resampling.NEAREST
-    )
+    return tile.resize((size[0] // 8, size[1] // 8), Image.Resampling.NEAREST).resize(size, Image.Resampling.NEAREST)
 
 
 def test_generation_is_deterministic() -> None:

@@ -95,9 +95,7 @@ class Catalog:
             for name in (model.id, *model.aliases):
                 other = self._names.get(name)
                 if other is not None and other != model.id:
-                    raise CatalogError(
-                        self._files[model.id], f"name {name!r} is already used by model {other!r}"
-                    )
+                    raise CatalogError(self._files[model.id], f"name {name!r} is already used by model {other!r}")
                 self._names[name] = model.id
 
     def models(self) -> list[ModelInfo]:
@@ -151,9 +149,7 @@ def load_catalog(
             continue
         entry = _parse_model(source, systems)
         if entry.model.id in seen:
-            raise CatalogError(
-                source.name, f"model {entry.model.id!r} is also defined in {seen[entry.model.id]}"
-            )
+            raise CatalogError(source.name, f"model {entry.model.id!r} is also defined in {seen[entry.model.id]}")
         seen[entry.model.id] = source.name
         entries[entry.model.id] = entry
     catalog = Catalog(entries.values())
@@ -237,9 +233,7 @@ def _parse_model(source: _Source, systems: Mapping[str, dict[str, Any]]) -> _Ent
         sizes = caps.get("sizes")
         if isinstance(sizes, str):
             if sizes not in systems:
-                raise CatalogError(
-                    source.name, f"offerings[{index}].caps.sizes: unknown size system {sizes!r}"
-                )
+                raise CatalogError(source.name, f"offerings[{index}].caps.sizes: unknown size system {sizes!r}")
             caps["sizes"] = copy.deepcopy(systems[sizes])
         elif isinstance(sizes, dict):
             caps["sizes"] = _normalize_system(sizes)
@@ -414,9 +408,7 @@ def _check_model(model: ModelInfo, file: str) -> None:
 def _check_offering(model: ModelInfo, off: Offering, file: str, where: str) -> None:
     caps = off.caps
     if not _NAME.fullmatch(off.provider):
-        _fail(
-            file, f"{where}.provider", f"{off.provider!r} must be lowercase letters, digits, '.', '_' or '-'"
-        )
+        _fail(file, f"{where}.provider", f"{off.provider!r} must be lowercase letters, digits, '.', '_' or '-'")
     if not off.model_ids:
         _fail(file, f"{where}.model_ids", "name the provider's model id for at least one mode")
     for mode, wire_id in off.model_ids.items():
@@ -490,9 +482,7 @@ def _apply_overrides(catalog: Catalog, overrides: Mapping[tuple[str, str], str])
         if current.offering(provider) is None:
             raise CatalogError(where, f"model {model.id!r} has no offering from provider {provider!r}")
         offerings = tuple(
-            dataclasses.replace(off, lifecycle=_forced(off.lifecycle, status))
-            if off.provider == provider
-            else off
+            dataclasses.replace(off, lifecycle=_forced(off.lifecycle, status)) if off.provider == provider else off
             for off in current.offerings
         )
         changed[model.id] = dataclasses.replace(current, offerings=offerings)

@@ -129,9 +129,7 @@ def identify(data: bytes) -> tuple[str, int, int]:
         raise ValueError(f"unreadable image data: {exc}") from exc
 
 
-def transcode(
-    data: bytes, fmt: str, compression: int | None, max_pixels: int = 100_000_000
-) -> tuple[bytes, int, int]:
+def transcode(data: bytes, fmt: str, compression: int | None, max_pixels: int = 100_000_000) -> tuple[bytes, int, int]:
     """Re-encode provider output (any of the five formats) as ``fmt``; returns bytes and size.
 
     The original bytes come back untouched when they already are ``fmt`` and no compression is

@@ -18,9 +18,9 @@ ENTRY_POINT_GROUP = "imagegate.providers"
 
 
 def _builtin_factories() -> dict[str, ProviderFactory]:
-    from imagegate.providers import sandbox
+    from imagegate.providers import fal, openai, sandbox
 
-    return {"sandbox": sandbox.create}
+    return {"sandbox": sandbox.create, "openai": openai.create, "fal": fal.create}
 
 
 class ProviderRegistry:
@@ -60,9 +60,7 @@ def load_factories() -> dict[str, ProviderFactory]:
     return factories
 
 
-def build_registry(
-    settings: Settings, factories: Mapping[str, ProviderFactory] | None = None
-) -> ProviderRegistry:
+def build_registry(settings: Settings, factories: Mapping[str, ProviderFactory] | None = None) -> ProviderRegistry:
     registry = ProviderRegistry()
     for name, factory in (factories or load_factories()).items():
         provider = factory(settings)

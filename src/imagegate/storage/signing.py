@@ -30,9 +30,7 @@ class LinkSigner:
         expires = int((time.time() if now is None else now) + self.ttl_seconds)
         return urlencode({"expires": expires, "signature": self._mac(file_id, expires)}), expires
 
-    def verify(
-        self, file_id: str, expires: str | None, signature: str | None, now: float | None = None
-    ) -> int:
+    def verify(self, file_id: str, expires: str | None, signature: str | None, now: float | None = None) -> int:
         """Return the expiry time, or raise LinkError."""
         if not expires or not signature or not _is_decimal(expires) or not _is_hex64(signature):
             raise LinkError("the link is missing or has a malformed signature", expired=False)

@@ -1,0 +1,240 @@
+"""OpenAI Images API wire format: request fields, multipart edit bodies, reply parsing, error translation.
+
+Pure functions (no I/O besides the image pool) used by `imagegate.providers.openai`. Facts are from
+shared/providers.md section 1: GPT image models reject `response_format` (output is always base64),
+dall-e models default to `url`; edits are multipart with one `image` part or repeated `image[]`
+parts, every other field a string; `moderation` and `style` are generations-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+import pybase64
+
+from imagegate.core.types import ProviderJob
+from imagegate.errors import (
+    ImagegateError,
+    InvalidRequestError,
+    ModerationBlockedError,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamMalformedError,
+    UpstreamRateLimitError,
+)
+from imagegate.imaging.convert import encode_image
+from imagegate.imaging.pool import run_image_task
+from imagegate.providers.base import EditInputs
+from imagegate.providers.http import retry_after_seconds
+
+NAME = "openai"
+NATIVE_FORMATS = frozenset({"png", "jpeg", "webp"})
+# Fields the adapter sets itself: the caller's `extra` (and `options`) can never override them.
+OWNED_FIELDS = frozenset(
+    {
+        "model",
+        "prompt",
+        "n",
+        "size",
+        "quality",
+        "background",
+        "output_format",
+        "output_compression",
+        "response_format",
+        "stream",
+        "partial_images",
+        "image",
+        "image[]",
+        "images",
+        "mask",
+    }
+)
+GENERATIONS_ONLY = frozenset({"moderation", "style"})
+MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
+# OpenAI's parameter names are ours; only the edit image fields differ in spelling.
+PARAM_MAP = {"image[]": "image", "images": "image"}
+MAX_MESSAGE_CHARS = 500
+
+
+def is_dalle(model: str) -> bool:
+    return model.startswith("dall-e")
+
+
+def request_fields(job: ProviderJob, *, stream: bool) -> dict[str, object]:
+    """The request body fields for `job`: extra < options < the fields the adapter owns."""
+    fields: dict[str, object] = {k: v for k, v in job.extra.items() if k not in OWNED_FIELDS}
+    fields.update({k: v for k, v in job.options.items() if k not in OWNED_FIELDS})
+    if job.mode == "image-edit":
+        for name in GENERATIONS_ONLY:
+            fields.pop(name, None)
+    size = "auto" if job.size.auto or job.size.dims is None else str(job.size.dims)
+    fields.update({"model": job.provider_model, "prompt": job.prompt, "n": job.n, "size": size})
+    if job.quality is not None:
+        fields["quality"] = job.quality
+    if is_dalle(job.provider_model):
+        fields["response_format"] = "b64_json"
+    else:
+        fields["output_format"] = job.output_format
+        if job.background is not None:
+            fields["background"] = job.background
+        if job.output_compression is not None:
+            fields["output_compression"] = job.output_compression
+    if stream:
+        fields["stream"] = True
+        fields["partial_images"] = job.partial_images
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def form_value(value: object) -> str:
+    """A multipart field value as OpenAI's SDK sends it: strings, `true`/`false`, numbers as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return orjson.dumps(value).decode()
+
+
+async def edit_form(fields: Mapping[str, object], inputs: EditInputs | None) -> aiohttp.FormData:
+    """The multipart body of an edit: images re-encoded as PNG, one `image` part or `image[]` parts."""
+    if inputs is None or not inputs.images:
+        raise InvalidRequestError("an edit needs at least one image", param="image")
+    encoded = [run_image_task(encode_image, item.image, "png", None) for item in inputs.images]
+    if inputs.mask is not None:
+        encoded.append(run_image_task(encode_image, inputs.mask.image, "png", None))
+    pngs = await asyncio.gather(*encoded)
+    images, mask = (pngs[:-1], pngs[-1]) if inputs.mask is not None else (pngs, None)
+    form = aiohttp.FormData(quote_fields=False)  # quoting would send `image%5B%5D`
+    for name, value in fields.items():
+        form.add_field(name, form_value(value))
+    part = "image" if len(images) == 1 else "image[]"
+    for index, data in enumerate(images):
+        form.add_field(part, data, filename=f"image_{index}.png", content_type="image/png")
+    if mask is not None:
+        form.add_field("mask", mask, filename="mask.png", content_type="image/png")
+    return form
+
+
+# --- replies -------------------------------------------------------------------------------------
+
+
+def malformed(message: str) -> UpstreamMalformedError:
+    """A 200 we cannot use: OpenAI may already have billed it."""
+    return UpstreamMalformedError(f"{NAME}: {message}", provider=NAME, upstream_status=200, may_have_charged=True)
+
+
+def decode_b64(value: object) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise malformed("an image item has no b64_json data")
+    try:
+        return pybase64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise malformed("an image's b64_json is not valid base64") from None
+
+
+def reply_format(body: Mapping[str, Any], default: str) -> str:
+    fmt = body.get("output_format")
+    return fmt if isinstance(fmt, str) and fmt in NATIVE_FORMATS else default
+
+
+def known(value: object) -> str | None:
+    """A reported quality/background, or None where OpenAI says `auto` (not what was produced)."""
+    return value if isinstance(value, str) and value and value != "auto" else None
+
+
+def usage_of(body: Mapping[str, Any]) -> dict[str, object] | None:
+    usage = body.get("usage")
+    return dict(usage) if isinstance(usage, dict) else None
+
+
+def result_items(body: object) -> list[dict[str, Any]]:
+    """The `data` items of a 200 reply; a 200 carrying `error`, or no images, is malformed."""
+    if not isinstance(body, dict):
+        raise malformed("the reply is not a JSON object")
+    if "error" in body:
+        code, _, _, _ = error_fields(body)
+        raise malformed(f"the reply carries an error ({code or 'no code'}) instead of images")
+    items = body.get("data")
+    if not isinstance(items, list) or not items:
+        raise malformed("the reply has no images")
+    if not all(isinstance(item, dict) for item in items):
+        raise malformed("an image item is not an object")
+    return items
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def error_fields(body: object) -> tuple[str | None, str | None, str | None, str]:
+    """(code, type, param, message) of an OpenAI error body; tolerant of anything else."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        message = error if isinstance(error, str) else ""
+        return None, None, None, message
+
+    def text(key: str) -> str | None:
+        value = error.get(key)
+        return value if isinstance(value, str) and value else None
+
+    return text("code"), text("type"), text("param"), (text("message") or "")[:MAX_MESSAGE_CHARS]
+
+
+def parse_error_body(raw: bytes) -> object:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def translate_error(status: int, headers: Mapping[str, str], raw: bytes) -> ImagegateError:
+    """An OpenAI error reply as one of ours. Never repeats the key nor OpenAI's words on 401/403."""
+    code, kind, param, message = error_fields(parse_error_body(raw))
+    detail = f": {message}" if message else ""
+    if status in (400, 422):
+        if code in MODERATION_CODES:
+            return ModerationBlockedError(f"{NAME}: {message or 'the request was rejected by the safety system'}")
+        mapped = PARAM_MAP.get(param, param) if param else None
+        return InvalidRequestError(f"{NAME}: {message or f'HTTP {status}'}", param=mapped)
+    if status in (401, 403):
+        return UpstreamAuthError(
+            f"{NAME} rejected the gateway's credentials",
+            provider=NAME,
+            upstream_status=status,
+            disable_provider=True,
+            retryable=True,
+        )
+    retryable = headers.get("x-should-retry", "").strip().lower() != "false"
+    retry_after = retry_after_seconds(headers)
+    if status == 429:
+        quota = code == "insufficient_quota" or kind == "insufficient_quota"
+        return UpstreamRateLimitError(
+            f"{NAME} {'quota is exhausted' if quota else 'rate limit reached'}{detail}",
+            provider=NAME,
+            upstream_status=status,
+            retry_after=retry_after,
+            retryable=retryable,
+            disable_provider=quota,
+        )
+    what = "does not serve this model or endpoint" if status == 404 else f"answered HTTP {status}"
+    return UpstreamError(
+        f"{NAME} {what}{detail}", provider=NAME, upstream_status=status, retry_after=retry_after, retryable=retryable
+    )
+
+
+def stream_error(payload: Mapping[str, Any]) -> ImagegateError:
+    """An `error` object inside an event stream (the SDK raises on any data object with `error`)."""
+    code, _, _, message = error_fields(payload)
+    if code in MODERATION_CODES:
+        return ModerationBlockedError(f"{NAME}: {message or 'the request was rejected by the safety system'}")
+    return UpstreamError(
+        f"{NAME} stream failed{f': {message}' if message else ''}",
+        provider=NAME,
+        upstream_status=200,
+        may_have_charged=True,
+    )

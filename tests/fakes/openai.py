@@ -1,0 +1,598 @@
+"""A fake OpenAI Images API: a real aiohttp server on 127.0.0.1 (shared/providers.md section 1).
+
+POST /v1/images/generations (JSON); POST /v1/images/edits (multipart with `image` or repeated
+`image[]` parts and an optional `mask`, or JSON with `images: [{"image_url": "data:..."}]`);
+GET /files/{name} (dall-e `url` results); /_fake/* (the fault-script control routes).
+It checks the bearer key, validates like OpenAI, answers with real images, plausible usage and
+OpenAI's headers, streams partial/completed events, and obeys its `FaultScript`. A prompt with
+``BLOCKED_BY_SAFETY`` is refused as by OpenAI's safety system.
+
+Run alone: ``python -m tests.fakes.openai --port 8900 [--key sk-fake] [--latency 0.2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import math
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pybase64
+from aiohttp import BodyPartReader, web
+from PIL import Image
+
+from tests.fakes.faults import (
+    Fault,
+    FaultScript,
+    RecordedRequest,
+    add_control_routes,
+    lower_headers,
+    reset_connection,
+    truncated_response,
+)
+from tests.fakes.images import make_image
+
+BLOCK_WORD = "BLOCKED_BY_SAFETY"
+MAX_BODY = 256 * 1024 * 1024
+GPT_SIZES = ("1024x1024", "1024x1536", "1536x1024")
+GPT_QUALITIES = ("low", "medium", "high", "auto")
+FORMATS = ("png", "jpeg", "webp")
+BACKGROUNDS = ("transparent", "opaque", "auto")
+_GPT_DISCRETE = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest")
+_OUTPUT_TOKENS = {"low": (272, 408), "medium": (1056, 1584), "high": (4160, 6240)}  # 1024², 1536-class
+_KEPT_FILES = 256
+_STATUS_ERRORS: dict[int, tuple[str, str | None]] = {  # message, code (type invalid_request_error)
+    400: ("Invalid request.", "invalid_value"),
+    401: ("Incorrect API key provided.", "invalid_api_key"),
+    403: ("You are not allowed to sample from this model.", None),
+    404: ("The model does not exist or you do not have access to it.", "model_not_found"),
+    429: ("Rate limit reached for requests. Please try again later.", "rate_limit_exceeded"),
+}
+
+
+# --- what OpenAI accepts -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    sizes: tuple[str, ...]  # () = any WxH within gpt-image-2's rules
+    max_n: int
+    qualities: tuple[str, ...]
+    max_prompt: int
+    gpt: bool
+    edits: bool
+
+
+def model_spec(model: str) -> ModelSpec | None:
+    if model in _GPT_DISCRETE:
+        return ModelSpec(GPT_SIZES, 10, GPT_QUALITIES, 32000, True, True)
+    if model.startswith("gpt-image-2"):  # gpt-image-2, its snapshots, 2.5/2.6 variants
+        return ModelSpec((), 10, GPT_QUALITIES, 32000, True, True)
+    if model == "dall-e-3":
+        return ModelSpec(("1024x1024", "1792x1024", "1024x1792"), 1, ("standard", "hd"), 4000, False, False)
+    if model == "dall-e-2":
+        return ModelSpec(("256x256", "512x512", "1024x1024"), 10, ("standard",), 1000, False, True)
+    return None
+
+
+def error_body(message: str, kind: str, param: str | None, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class ApiError(Exception):
+    """An OpenAI-shaped 400."""
+
+    def __init__(self, message: str, param: str | None, code: str | None = "invalid_value") -> None:
+        super().__init__(message)
+        self.message, self.param, self.code = message, param, code
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, "invalid_request_error", self.param, self.code)
+
+
+@dataclass
+class Incoming:
+    """A request as read off the wire: JSON values, or strings for multipart fields."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    form: bool = False
+    json: Any = None
+    images: list[bytes] = field(default_factory=list)
+    mask: bytes | None = None
+    files: list[tuple[str, str, int]] = field(default_factory=list)
+    problem: ApiError | None = None
+
+
+@dataclass
+class Call:
+    """A validated request (filled in step by step by `validate`)."""
+
+    endpoint: str
+    model: str
+    prompt: str
+    n: int = 1
+    size: str = "auto"
+    dims: tuple[int, int] = (1024, 1024)
+    quality: str | None = None
+    background: str | None = None
+    output_format: str = "png"
+    response_format: str = "b64_json"
+    stream: bool = False
+    partial_images: int = 0
+    input_dims: tuple[tuple[int, int], ...] = ()
+    input_fidelity: str | None = None
+
+    @property
+    def resolved_quality(self) -> str:
+        return self.quality if self.quality in _OUTPUT_TOKENS else "medium"
+
+
+async def read_incoming(request: web.Request, endpoint: str) -> Incoming:
+    if endpoint == "edits" and request.content_type.startswith("multipart/"):
+        return await _read_multipart(request)
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return Incoming(problem=ApiError("We could not parse the JSON body of your request.", None, None))
+    if not isinstance(body, dict):
+        return Incoming(json=body, problem=ApiError("The request body must be a JSON object.", None, None))
+    incoming = Incoming(fields=dict(body), json=body)
+    if endpoint == "edits":
+        try:  # the JSON edit form: images: [{"image_url": ...}], mask: {"image_url": ...}
+            refs = body.get("images")
+            incoming.images = [_data_url(ref, "images") for ref in refs] if isinstance(refs, list) else []
+            incoming.mask = _data_url(body["mask"], "mask") if body.get("mask") is not None else None
+        except ApiError as exc:
+            incoming.problem = exc
+    return incoming
+
+
+async def _read_multipart(request: web.Request) -> Incoming:
+    incoming = Incoming(form=True)
+    async for part in await request.multipart():
+        if not isinstance(part, BodyPartReader):
+            continue
+        name = part.name or ""
+        if name in ("image", "image[]", "mask") or part.filename:
+            data = bytes(await part.read())
+            incoming.files.append((name, part.headers.get("Content-Type", "application/octet-stream"), len(data)))
+            if name == "mask":
+                incoming.mask = data
+            elif name in ("image", "image[]"):
+                incoming.images.append(data)
+        else:
+            incoming.fields[name] = await part.text()
+    return incoming
+
+
+def _data_url(ref: object, param: str) -> bytes:
+    url = ref.get("image_url") if isinstance(ref, dict) else None
+    if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url:
+        raise ApiError("The fake only accepts base64 data URLs in image_url.", param, "invalid_image_url")
+    try:
+        return pybase64.b64decode(url.partition(";base64,")[2], validate=True)
+    except ValueError:
+        raise ApiError("Invalid base64 image data.", param, "invalid_image_url") from None
+
+
+def validate(incoming: Incoming, endpoint: str) -> Call:
+    if incoming.problem is not None:
+        raise incoming.problem
+    f = incoming.fields
+    model = _text(f, "model") or ("dall-e-2" if endpoint == "generations" else "gpt-image-1.5")
+    spec = model_spec(model)
+    if spec is None or (endpoint == "edits" and not spec.edits):
+        raise ApiError(f"Invalid value: '{model}'. Value must be an image model for /images/{endpoint}.", "model")
+    prompt = _text(f, "prompt")
+    if not prompt:
+        raise ApiError("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
+    if len(prompt) > spec.max_prompt:
+        message = f"Invalid 'prompt': string too long. Expected a string with maximum length {spec.max_prompt}."
+        raise ApiError(message, "prompt", "string_above_max_length")
+    call = Call(endpoint, model, prompt, n=_int(f, "n", 1, 1, 10))
+    if call.n > spec.max_n:
+        raise ApiError(f"Invalid 'n': {model} only supports n=1.", "n", "integer_above_max_value")
+    refused = (["response_format"] if spec.gpt else []) + (["moderation", "style"] if endpoint == "edits" else [])
+    for name in refused:
+        if f.get(name) is not None:
+            raise ApiError(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    call.size, call.dims = _size(f, spec)
+    _check_output(call, f, spec)
+    call.stream = f.get("stream") in (True, "true")
+    if call.stream and not spec.gpt:
+        raise ApiError(f"Streaming is not supported for model '{model}'.", "stream")
+    call.partial_images = _int(f, "partial_images", 0, 0, 3)
+    call.input_fidelity = _choice(f, "input_fidelity", ("low", "high"))
+    if call.input_fidelity is not None and model == "gpt-image-1-mini":
+        raise ApiError("input_fidelity is not supported for gpt-image-1-mini.", "input_fidelity", "unsupported_value")
+    call.input_dims = _input_dims(incoming, model) if endpoint == "edits" else ()
+    return call
+
+
+def _check_output(call: Call, f: dict[str, Any], spec: ModelSpec) -> None:
+    qualities = (*spec.qualities, "standard") if call.endpoint == "edits" and spec.gpt else spec.qualities
+    call.quality = _choice(f, "quality", qualities)
+    output_format = _choice(f, "output_format", FORMATS) or "png"
+    call.background = _choice(f, "background", BACKGROUNDS)
+    if call.background == "transparent" and output_format == "jpeg":
+        raise ApiError("Transparent background requires output_format 'png' or 'webp'.", "background")
+    if _int(f, "output_compression", 100, 0, 100) < 100 and output_format == "png":
+        raise ApiError("Compression less than 100 is not supported for PNG output format.", "output_compression")
+    call.output_format = output_format if spec.gpt else "png"
+    call.response_format = _choice(f, "response_format", ("url", "b64_json")) or ("b64_json" if spec.gpt else "url")
+
+
+def _size(f: dict[str, Any], spec: ModelSpec) -> tuple[str, tuple[int, int]]:
+    size = _text(f, "size") or ("auto" if spec.gpt else "1024x1024")
+    if size == "auto" and spec.gpt:
+        return size, (1024, 1024)
+    if spec.sizes:
+        if size in spec.sizes:
+            return size, _dims(size)
+        allowed = [*spec.sizes, "auto"] if spec.gpt else list(spec.sizes)
+        raise ApiError(f"Invalid value: '{size}'. Supported values are: {_listing(allowed)}.", "size")
+    width, height = _dims(size) if re.fullmatch(r"[1-9]\d{0,4}x[1-9]\d{0,4}", size) else (0, 0)
+    if not width:
+        raise ApiError(f"Invalid value: '{size}'. Expected 'auto' or a size such as '1024x1024'.", "size")
+    if width % 16 or height % 16:
+        raise ApiError(f"Invalid size '{size}': width and height must be multiples of 16.", "size")
+    if max(width, height) > 3 * min(width, height):
+        raise ApiError(f"Invalid size '{size}': the aspect ratio must be between 1:3 and 3:1.", "size")
+    if max(width, height) > 3840 or width * height > 3840 * 2160:
+        raise ApiError(f"Invalid size '{size}': the largest supported size is 3840x2160.", "size")
+    return size, (width, height)
+
+
+def _input_dims(incoming: Incoming, model: str) -> tuple[tuple[int, int], ...]:
+    count = len(incoming.images)
+    if count == 0:
+        raise ApiError("Missing required parameter: 'image'.", "image", "missing_required_parameter")
+    limit = 1 if model == "dall-e-2" else 16
+    if count > limit:
+        message = f"Invalid 'image': array too long. Expected an array with maximum length {limit}, but got {count}."
+        raise ApiError(message, "image", "array_above_max_length")
+    dims = tuple(_probe(data, f"image {i + 1}", "image") for i, data in enumerate(incoming.images))
+    if incoming.mask is not None:
+        mask = _probe(incoming.mask, "mask", "mask")
+        if mask != dims[0]:
+            shown = f"{mask[0]}x{mask[1]} vs {dims[0][0]}x{dims[0][1]}"
+            raise ApiError(f"Invalid mask: the mask and the image must have the same dimensions ({shown}).", "mask")
+    return dims
+
+
+def _probe(data: bytes, what: str, param: str) -> tuple[int, int]:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format in ("PNG", "JPEG", "WEBP"):
+                return image.size
+    except OSError:
+        pass
+    raise ApiError(f"Invalid image file or mode for {what}, please check your image file.", param, "invalid_image")
+
+
+def usage_for(call: Call) -> dict[str, Any]:
+    width, height = call.dims
+    square, wide = _OUTPUT_TOKENS[call.resolved_quality]
+    per_image = {(1024, 1024): square, (1024, 1536): wide, (1536, 1024): wide}.get((width, height))
+    per_image = per_image or max(16, round(square * width * height / (1024 * 1024)))  # gpt-image-2 free sizes
+    output = per_image * (1 if call.stream else call.n)
+    text = max(1, len(call.prompt) // 4)
+    image = sum(65 + 129 * math.ceil(w / 512) * math.ceil(h / 512) for w, h in call.input_dims)
+    if call.input_fidelity == "high" and call.input_dims:
+        image += 4096
+    return {
+        "input_tokens": text + image,
+        "input_tokens_details": {"text_tokens": text, "image_tokens": image},
+        "output_tokens": output,
+        "output_tokens_details": {"image_tokens": output, "text_tokens": 0},
+        "total_tokens": text + image + output,
+    }
+
+
+def _dims(size: str) -> tuple[int, int]:
+    width, _, height = size.partition("x")
+    return int(width), int(height)
+
+
+def _text(f: dict[str, Any], name: str) -> str | None:
+    value = f.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise ApiError(
+        f"Invalid type for '{name}': expected a string, but got {type(value).__name__}.", name, "invalid_type"
+    )
+
+
+def _int(f: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = f.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value) if not isinstance(value, bool | float) else int("not a number")
+    except ValueError:
+        message = f"Invalid type for '{name}': expected an integer, but got {value!r}."
+        raise ApiError(message, name, "invalid_type") from None
+    if number < low:
+        message = f"Invalid '{name}': integer below minimum value. Expected a value >= {low}, got {number}."
+        raise ApiError(message, name, "integer_below_min_value")
+    if number > high:
+        message = f"Invalid '{name}': integer above maximum value. Expected a value <= {high}, got {number}."
+        raise ApiError(message, name, "integer_above_max_value")
+    return number
+
+
+def _listing(values: list[str] | tuple[str, ...]) -> str:
+    quoted = [f"'{v}'" for v in values]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f", and {quoted[-1]}"
+
+
+def _choice(f: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str | None:
+    value = _text(f, name)
+    if value is None or value in allowed:
+        return value
+    raise ApiError(f"Invalid value: '{value}'. Supported values are: {_listing(allowed)}.", name)
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+
+class FakeOpenAI:
+    """The fake server. `script` scripts faults; `requests` records every /v1/images request."""
+
+    def __init__(self, key: str = "sk-fake", seed: int = 0) -> None:
+        self.key = key
+        self.seed = seed
+        self.script = FaultScript(seed)
+        self.requests: list[RecordedRequest] = []
+        self.latency = 0.0
+        self.base_url = ""
+        self._files: OrderedDict[str, bytes] = OrderedDict()
+        self._runner: web.AppRunner | None = None
+        self._remaining = 500
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post("/v1/images/generations", self._generations)
+        app.router.add_post("/v1/images/edits", self._edits)
+        app.router.add_get("/files/{name}", self._file)
+        add_control_routes(app, self.script, self.requests)
+        return app
+
+    async def start(self, port: int = 0) -> str:
+        """Serve on 127.0.0.1:`port` (0: any free port); returns the base URL ``http://127.0.0.1:PORT/v1``."""
+        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        bound = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{bound}/v1"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @contextlib.contextmanager
+    def run_in_thread(self, port: int = 0) -> Iterator[str]:
+        """Serve from a daemon thread with its own event loop; yields the base URL."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="fake-openai", daemon=True)
+        thread.start()
+        try:
+            yield asyncio.run_coroutine_threadsafe(self.start(port), loop).result(30)
+        finally:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+
+    async def _generations(self, request: web.Request) -> web.StreamResponse:
+        return await self._images(request, "generations")
+
+    async def _edits(self, request: web.Request) -> web.StreamResponse:
+        return await self._images(request, "edits")
+
+    async def _file(self, request: web.Request) -> web.Response:
+        data = self._files.get(request.match_info["name"])
+        if data is None:
+            return web.json_response(error_body("File not found.", "invalid_request_error", None, None), status=404)
+        return web.Response(body=data, content_type="image/png")
+
+    async def _images(self, request: web.Request, endpoint: str) -> web.StreamResponse:
+        started = time.monotonic()
+        incoming = await read_incoming(request, endpoint)
+        fields = dict(incoming.fields) if incoming.form else {}
+        recorded = RecordedRequest(request.method, request.path, lower_headers(request), incoming.json, fields)
+        recorded.files = list(incoming.files)
+        self.requests.append(recorded)
+        if self.script.latency + self.latency > 0:
+            await asyncio.sleep(self.script.latency + self.latency)
+        fault = self.script.next()
+        if fault is not None:
+            faulted = await self._apply_fault(request, fault, incoming)
+            if faulted is not None:
+                return faulted
+        headers = self._headers(started)
+        denied = self._check_key(request)
+        if denied is not None:
+            return _json(401, denied, headers)
+        try:
+            call = validate(incoming, endpoint)
+        except ApiError as exc:
+            return _json(400, exc.body(), headers)
+        if BLOCK_WORD in call.prompt:
+            return _json(400, _blocked_body(), headers)
+        if call.stream:
+            return await self._stream(request, call, headers)
+        return _json(200, self._result(request, call), headers)
+
+    def _check_key(self, request: web.Request) -> dict[str, Any] | None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip() == self.key:
+            return None
+        if not token:
+            return error_body("You didn't provide an API key.", "invalid_request_error", None, None)
+        shown = f"{token[:3]}*****{token[-4:]}" if len(token) > 8 else "*****"
+        message = f"Incorrect API key provided: {shown}. You can find your API key at https://platform.openai.com."
+        return error_body(message, "invalid_request_error", None, "invalid_api_key")
+
+    def _headers(self, started: float) -> dict[str, str]:
+        self._remaining = self._remaining - 1 if self._remaining > 1 else 500
+        return {
+            "x-request-id": f"req_{uuid.uuid4().hex}",
+            "openai-processing-ms": str(max(1, int((time.monotonic() - started) * 1000))),
+            "openai-version": "2020-10-01",
+            "openai-organization": "fake-org",
+            "x-ratelimit-limit-requests": "500",
+            "x-ratelimit-remaining-requests": str(self._remaining),
+            "x-ratelimit-reset-requests": "120ms",
+        }
+
+    async def _apply_fault(self, request: web.Request, fault: Fault, incoming: Incoming) -> web.StreamResponse | None:
+        """The faulty answer, or None to answer normally (after a `latency` fault's delay)."""
+        headers = self._headers(time.monotonic())
+        if fault.kind == "latency":
+            await asyncio.sleep(fault.delay)
+            return None
+        if fault.kind == "stall":
+            await asyncio.Event().wait()
+        if fault.kind == "reset":
+            return await reset_connection(request)
+        if fault.kind == "truncate":
+            body = orjson.dumps({"created": int(time.time()), "data": [{"b64_json": _b64(make_image(1024, 1024))}]})
+            return await truncated_response(request, body, "application/json")
+        if fault.kind == "malformed":
+            return web.Response(status=200, body=b"<html><body>upstream hiccup</body></html>", headers=headers)
+        if fault.kind == "error_200":
+            body = error_body("The server had an error while processing your request.", "server_error", None, None)
+            if incoming.fields.get("stream") in (True, "true"):  # an SSE `error` event, as the SDK expects
+                response = await _open_sse(request, headers)
+                await response.write(b"event: error\ndata: " + orjson.dumps({"type": "error", **body}) + b"\n\n")
+                await response.write_eof()
+                return response
+            return _json(200, body, headers)
+        body = fault.body if fault.body is not None else _status_body(fault.status)
+        return _json(fault.status, body, {**headers, **fault.headers})
+
+    def _result(self, request: web.Request, call: Call) -> dict[str, Any]:
+        width, height = call.dims
+        transparent = call.background == "transparent"
+        fmt = call.output_format
+        images = [make_image(width, height, fmt, seed=self.seed + i, transparent=transparent) for i in range(call.n)]
+        if call.model.startswith("dall-e"):
+            return {"created": int(time.time()), "data": [self._dalle_item(request, call, data) for data in images]}
+        return {
+            "created": int(time.time()),
+            "data": [{"b64_json": _b64(data)} for data in images],
+            "background": "transparent" if transparent else "opaque",
+            "output_format": call.output_format,
+            "quality": call.resolved_quality,
+            "size": f"{width}x{height}",
+            "usage": usage_for(call),
+        }
+
+    def _dalle_item(self, request: web.Request, call: Call, data: bytes) -> dict[str, Any]:
+        item: dict[str, Any] = {"b64_json": _b64(data)}
+        if call.response_format == "url":
+            name = f"img-{uuid.uuid4().hex}.png"
+            self._files[name] = data
+            while len(self._files) > _KEPT_FILES:
+                self._files.popitem(last=False)
+            item = {"url": f"http://{request.host}/files/{name}"}
+        if call.model == "dall-e-3":
+            item["revised_prompt"] = f"A detailed, vivid illustration of {call.prompt}"
+        return item
+
+    async def _stream(self, request: web.Request, call: Call, headers: dict[str, str]) -> web.StreamResponse:
+        """`partial_images` previews, then one completed event (one image, whatever `n` says)."""
+        response = await _open_sse(request, headers)
+        prefix = "image_edit" if call.endpoint == "edits" else "image_generation"
+        width, height = call.dims
+        transparent = call.background == "transparent"
+        common = {
+            "size": call.size,
+            "quality": call.quality or "auto",
+            "background": call.background or "auto",
+            "output_format": call.output_format,
+        }
+        for index in range(call.partial_images):
+            data = make_image(width, height, call.output_format, seed=self.seed + 1000 + index, transparent=transparent)
+            event = {"type": f"{prefix}.partial_image", "b64_json": _b64(data), "partial_image_index": index}
+            await response.write(_sse({**event, "created_at": int(time.time()), **common}))
+        final = make_image(width, height, call.output_format, seed=self.seed, transparent=transparent)
+        done = {"type": f"{prefix}.completed", "b64_json": _b64(final), "created_at": int(time.time()), **common}
+        await response.write(_sse({**done, "usage": usage_for(call)}))
+        await response.write_eof()
+        return response
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return pybase64.b64encode(data).decode("ascii")
+
+
+def _json(status: int, body: Any, headers: dict[str, str]) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"event: " + str(payload["type"]).encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+async def _open_sse(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+    sse_headers = {**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    response = web.StreamResponse(status=200, headers=sse_headers)
+    await response.prepare(request)
+    return response
+
+
+def _status_body(status: int) -> dict[str, Any]:
+    if status >= 500:
+        return error_body("The server had an error while processing your request.", "server_error", None, None)
+    message, code = _STATUS_ERRORS.get(status, (f"HTTP {status}", None))
+    return error_body(message, "invalid_request_error", None, code)
+
+
+def _blocked_body() -> dict[str, Any]:
+    message = "Your request was rejected by the safety system. If you believe this is an error, contact us."
+    body = error_body(message, "image_generation_user_error", None, "moderation_blocked")
+    body["error"]["moderation_details"] = {"moderation_stage": "input", "categories": ["test-block-word"]}
+    return body
+
+
+async def _serve_forever(port: int, key: str, latency: float, seed: int) -> None:
+    fake = FakeOpenAI(key=key, seed=seed)
+    fake.latency = latency
+    print(await fake.start(port), flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await fake.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A fake OpenAI Images API on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=8900)
+    parser.add_argument("--key", default="sk-fake")
+    parser.add_argument("--latency", type=float, default=0.0, help="extra seconds per image request")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(args.port, args.key, args.latency, args.seed))
+
+
+if __name__ == "__main__":
+    main()
