@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -14,62 +14,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.gateway_process import free_port, gateway_process
 
 
 def machine() -> str:
     return f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
-async def start_gateway(data_dir: Path, config: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    """`imagegate serve` with `config` as its TOML, in its own process; returns (process, base URL)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "imagegate.toml").write_text(config)
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imagegate",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--config",
-            str(data_dir / "imagegate.toml"),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(data_dir / "server.log", "wb"),  # noqa: SIM115
-        env={**os.environ, **env},
-    )
-    base = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            try:
-                async with session.get(f"{base}/healthz") as response:
-                    if response.status == 200:
-                        return process, base
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    process.kill()
-    raise RuntimeError((data_dir / "server.log").read_text())
+async def start_gateway(data_dir: Path, config: str, env: dict[str, str]) -> tuple[contextlib.ExitStack, str]:
+    """`imagegate serve` with `config` as its TOML, in its own process; returns (handle for `stop`, base URL)."""
+    stack = contextlib.ExitStack()
+    base = stack.enter_context(gateway_process(data_dir, config, env, log_level="warning"))
+    return stack, base
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
+def stop(handle: subprocess.Popen[bytes] | contextlib.ExitStack) -> None:
+    if isinstance(handle, contextlib.ExitStack):
+        handle.close()
+        return
+    handle.terminate()
     try:
-        process.wait(timeout=10)
+        handle.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        process.kill()
+        handle.kill()
 
 
 @dataclass

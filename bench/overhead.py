@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.gateway_process import gateway_process
 
 from imagegate.config import Settings
 from imagegate.core.normalize import plan_request
@@ -52,45 +55,11 @@ async def _time(fn, repeat: int) -> float:
     return statistics.median(samples)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imagegate",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
-
-
 async def main(repeat: int) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="imagegate-bench-"))
     app = create_app(Settings(data_dir=data_dir, signing_key="bench"))
-    process, base = _start_server(data_dir / "server")
+    stack = contextlib.ExitStack()
+    base = stack.enter_context(gateway_process(data_dir / "server", log_level="warning"))
     rows = []
     try:
         async with (
@@ -112,8 +81,7 @@ async def main(repeat: int) -> None:
                     over_http = await _time(lambda b=body: http.post("/v1/images/generations", json=b), repeat)
                     rows.append((size, response_format, direct, in_proc, over_http))
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stack.close()
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"median of {repeat} requests after 3 warm-up, sequential (concurrency 1), PNG output\n")
     print(

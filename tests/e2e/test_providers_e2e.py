@@ -7,12 +7,8 @@ back to active, as an operator would; OpenAI is priority 0 and fal priority 1.
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -20,10 +16,10 @@ import pybase64
 import pytest
 from PIL import Image
 
-from tests.e2e.test_openai_sdk import _free_port
 from tests.fakes.fal import FakeFal
 from tests.fakes.faults import Fault
 from tests.fakes.openai import FakeOpenAI
+from tests.gateway_process import gateway_process
 from tests.helpers import mask_bytes, png_bytes
 
 OPENAI_KEY = "sk-e2e-openai-secret"
@@ -42,8 +38,7 @@ def fakes() -> Iterator[tuple[FakeOpenAI, FakeFal, str, str, str]]:
 def gateway(fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _, _, openai_url, run_url, queue_url = fakes
     data_dir = tmp_path_factory.mktemp("gw")
-    config = data_dir / "imagegate.toml"
-    config.write_text(f"""
+    config = f"""
 request_timeout_seconds = 20
 [providers.openai]
 base_url = "{openai_url}"
@@ -60,49 +55,10 @@ backoff_base_seconds = 0.01
 breaker_failures = 50
 [routing.models."gpt-image-1"]
 providers = [{{provider = "openai", priority = 0}}, {{provider = "fal", priority = 1}}]
-""")
-    port = _free_port()
-    env = {**os.environ, "E2E_OPENAI_KEY": OPENAI_KEY, "E2E_FAL_KEY": FAL_KEY}
-    log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imagegate",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--config",
-            str(config),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, process, data_dir / "server.log")
+"""
+    env = {"E2E_OPENAI_KEY": OPENAI_KEY, "E2E_FAL_KEY": FAL_KEY}
+    with gateway_process(data_dir, config, env) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
-
-
-def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"gateway did not start: {log.read_text()}")
 
 
 @pytest.fixture
