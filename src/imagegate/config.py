@@ -112,6 +112,14 @@ class RoutingSettings(_Strict):
     models: dict[str, ModelRouting] = Field(default_factory=dict)
 
 
+class AuthSettings(_Strict):
+    """`open`: no key needed (a key, if sent, is still checked and accounted); `keys`: every /v1 call
+    needs `Authorization: Bearer <key>`. The pepper is the HMAC key for stored key hashes."""
+
+    mode: Literal["open", "keys"] = "open"
+    pepper_env: str = "IMAGEGATE_KEY_PEPPER"
+
+
 class Settings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -127,6 +135,23 @@ class Settings(_Strict):
     request_timeout_seconds: float = Field(300.0, gt=0)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    database_url: str | None = None
+    redis_url: str | None = None
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    instance_id: str | None = None
+
+    def resolved_database_url(self) -> str:
+        """SQLAlchemy async URL: the configured one with its driver filled in, else SQLite in the data dir."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'imagegate.db').resolve()}"
+        for plain, driver in (("postgresql://", "postgresql+asyncpg://"), ("postgres://", "postgresql+asyncpg://"),
+                              ("sqlite://", "sqlite+aiosqlite://")):
+            if url.startswith(plain):
+                return driver + url[len(plain):]
+        return url
+
+    def resolved_pepper(self) -> bytes:
+        """The HMAC key for API key hashes: env, else a random one kept in the data dir (0600)."""
+        return _secret_file(self, self.auth.pepper_env, "pepper.key")
 
     def provider(self, name: str) -> ProviderSettings:
         return self.providers.get(name) or ProviderSettings()
@@ -147,18 +172,25 @@ class Settings(_Strict):
         """The HMAC key for file links: config, then env, then a key kept in the data dir."""
         if self.signing_key is not None:
             return self.signing_key.get_secret_value().encode()
-        from_env = os.environ.get(self.files.signing_key_env)
-        if from_env:
-            return from_env.encode()
-        path = self.data_dir / "signing.key"
-        if path.exists():
-            return path.read_bytes().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32).encode()
+        return _secret_file(self, self.files.signing_key_env, "signing.key")
+
+
+def _secret_file(settings: Settings, env_name: str, file_name: str) -> bytes:
+    from_env = os.environ.get(env_name)
+    if from_env:
+        return from_env.encode()
+    path = settings.data_dir / file_name
+    if path.exists():
+        return path.read_bytes().strip()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key)
-        return key
+    except FileExistsError:  # another process created it first
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key
 
 
 def load_settings(

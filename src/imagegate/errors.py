@@ -104,6 +104,30 @@ class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
 
+class BudgetExceededError(ImagegateError):
+    """402: the key's budget cannot cover this request's estimated cost."""
+
+    status = 402
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
+class ConflictError(ImagegateError):
+    """409: an Idempotency-Key reused with a different body, or still in progress."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "idempotency_conflict"
+
+
+class RateLimitError(ImagegateError):
+    """429: the key is over its requests-per-minute or images-per-day limit; see Retry-After."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
 class MethodNotAllowedError(ImagegateError):
     status = 405
     type = "invalid_request_error"
@@ -200,6 +224,14 @@ class NoProviderAvailableError(ImagegateError):
     status = 503
     type = "server_error"
     code = "no_provider_available"
+
+
+class ServiceUnavailableError(ImagegateError):
+    """503: a dependency the gateway cannot work without (the database) is unreachable."""
+
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"
 
 
 class InternalError(ImagegateError):
