@@ -50,3 +50,4 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         http.app = app  # type: ignore[attr-defined]
         yield http
+    await app.state.runtime.aclose()

@@ -21,12 +21,23 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def gateway_process(data_dir: Path, config: str | None = None, env: Mapping[str, str] | None = None,
-                    log_level: str = "info") -> Iterator[str]:
+def gateway_process(
+    data_dir: Path, config: str | None = None, env: Mapping[str, str] | None = None, log_level: str = "info"
+) -> Iterator[str]:
     """Start the gateway on a free port with `config` (TOML text) and yield its base URL."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "imagegate", "serve", "--port", str(free_port()), "--data-dir", str(data_dir),
-            "--log-level", log_level]
+    args = [
+        sys.executable,
+        "-m",
+        "imagegate",
+        "serve",
+        "--port",
+        str(free_port()),
+        "--data-dir",
+        str(data_dir),
+        "--log-level",
+        log_level,
+    ]
     if config is not None:
         (data_dir / "imagegate.toml").write_text(config)
         args += ["--config", str(data_dir / "imagegate.toml")]

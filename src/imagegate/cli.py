@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import pybase64
 
+from imagegate import cli_accounts
 from imagegate.config import ConfigError, Settings, load_settings
 from imagegate.errors import ImagegateError
 
@@ -176,6 +177,13 @@ async def _generate(
     finally:
         await app.state.registry.aclose()
     return result.body
+
+
+def _load(config_file: Path | None, data_dir: Path | None) -> Settings:
+    return _settings(config_file, data_dir)
+
+
+cli_accounts.register(main, common_options, _load)
 
 
 if __name__ == "__main__":

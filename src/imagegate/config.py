@@ -41,6 +41,9 @@ class SandboxSettings(_Strict):
     """`auto`: on when no real provider has a key; `true`/`false` force it."""
 
     enabled: Literal["auto"] | bool = "auto"
+    # Charge the reference offering's catalog prices instead of 0, to exercise budgets and cost
+    # reporting without a paid provider (a demo or test setting; the images are still sandbox images).
+    simulate_prices: bool = False
 
 
 class FileSettings(_Strict):
@@ -143,10 +146,13 @@ class Settings(_Strict):
     def resolved_database_url(self) -> str:
         """SQLAlchemy async URL: the configured one with its driver filled in, else SQLite in the data dir."""
         url = self.database_url or f"sqlite:///{(self.data_dir / 'imagegate.db').resolve()}"
-        for plain, driver in (("postgresql://", "postgresql+asyncpg://"), ("postgres://", "postgresql+asyncpg://"),
-                              ("sqlite://", "sqlite+aiosqlite://")):
+        for plain, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
             if url.startswith(plain):
-                return driver + url[len(plain):]
+                return driver + url[len(plain) :]
         return url
 
     def resolved_pepper(self) -> bytes:

@@ -146,7 +146,7 @@ class ImageService:
     def ordered(self, prepared: Prepared) -> list[Candidate]:
         def estimate(candidate: Candidate) -> Decimal | None:
             try:
-                return self._estimate(self.plan_for(prepared, candidate), candidate)
+                return self.estimate_plan(self.plan_for(prepared, candidate), candidate)
             except InvalidRequestError:
                 return None
 
@@ -232,7 +232,7 @@ class ImageService:
 
     # --- dry run -------------------------------------------------------------------------------
 
-    def _estimate(self, plan: Plan, candidate: Candidate) -> Decimal | None:
+    def estimate_plan(self, plan: Plan, candidate: Candidate) -> Decimal | None:
         job = plan.jobs[0]
         n = sum(j.n for j in plan.jobs)
         return pricing.estimate(candidate.offering, job.quality, job.size.dims, job.size.tier, n)
@@ -253,7 +253,7 @@ class ImageService:
             job = plan.jobs[0]
             row.update(
                 provider_model=job.provider_model,
-                estimated_cost_usd=pricing.usd_text(self._estimate(plan, candidate)),
+                estimated_cost_usd=pricing.usd_text(self.estimate_plan(plan, candidate)),
                 size=job.size.size_text,
                 n=sum(j.n for j in plan.jobs),
                 calls=len(plan.jobs),

@@ -54,6 +54,8 @@ class ImageStream:
         self.candidate: Candidate | None = None
         self.started: _Started | None = None
         self.attempts: list[Attempt] = []
+        self.final_body: dict[str, Any] | None = None
+        self.error: ImagegateError | None = None
 
     @property
     def provider(self) -> str:
@@ -86,6 +88,7 @@ class ImageStream:
                 event = await self._next(started.rest)
             yield await self._completed(started, event)
         except ImagegateError as exc:
+            self.error = exc
             yield sse("error", {"type": "error", **exc.body()})
 
     async def _next(self, rest: AsyncIterator[StreamEvent] | None) -> StreamEvent:
@@ -130,4 +133,5 @@ class ImageStream:
         if result.usage:
             payload["usage"] = dict(result.usage)
         payload["imagegate"] = body["imagegate"]
+        self.final_body = {**body, "data": [{}] * len(images)}
         return sse(payload["type"], payload)

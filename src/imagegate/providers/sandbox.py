@@ -38,8 +38,9 @@ AUTO_SIZE = (1024, 1024)
 class SandboxProvider:
     name = NAME
 
-    def __init__(self, *, fallback_only: bool) -> None:
+    def __init__(self, *, fallback_only: bool, simulate_prices: bool = False) -> None:
         self.fallback_only = fallback_only
+        self.simulate_prices = simulate_prices
 
     def available(self) -> bool:
         return True
@@ -60,10 +61,16 @@ class SandboxProvider:
             provider=NAME,
             model_ids={mode: model.id for mode in model.modes},
             caps=caps,
-            pricing=Pricing(free=True, notes="the sandbox is free"),
+            pricing=self._pricing(reference),
             lifecycle=Lifecycle(),
             notes=f"offline sandbox mirroring {reference.provider}'s capabilities",
         )
+
+    def _pricing(self, reference: Offering) -> Pricing:
+        if self.simulate_prices:
+            notes = f"simulated: {reference.provider}'s catalog prices (sandbox.simulate_prices)"
+            return dataclasses.replace(reference.pricing, tokens=None, notes=notes)
+        return Pricing(free=True, notes="the sandbox is free")
 
     async def run(self, job: ProviderJob, inputs: EditInputs | None, ctx: CallContext) -> ProviderResult:
         width, height = (job.size.dims.width, job.size.dims.height) if job.size.dims else AUTO_SIZE
@@ -88,7 +95,7 @@ class SandboxProvider:
             quality=quality,
             background="transparent" if transparent else "opaque",
             usage=None,
-            billed=False,
+            billed=self.simulate_prices,
         )
 
     async def stream(self, job: ProviderJob, inputs: EditInputs | None, ctx: CallContext) -> AsyncIterator[StreamEvent]:
@@ -153,4 +160,4 @@ def create(settings: Settings) -> SandboxProvider | None:
     mode = settings.sandbox.enabled
     if mode is False:
         return None
-    return SandboxProvider(fallback_only=(mode == "auto"))
+    return SandboxProvider(fallback_only=(mode == "auto"), simulate_prices=settings.sandbox.simulate_prices)

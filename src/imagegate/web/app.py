@@ -16,6 +16,8 @@ from starlette.routing import Route
 from starlette.types import Scope
 
 from imagegate import __version__
+from imagegate.accounting.gate import Gate
+from imagegate.accounting.runtime import Runtime
 from imagegate.catalog.loader import Catalog, load_catalog
 from imagegate.config import Settings
 from imagegate.errors import (
@@ -29,7 +31,7 @@ from imagegate.providers.registry import ProviderRegistry, build_registry
 from imagegate.service import ImageService
 from imagegate.storage.blobs import LocalBlobStore
 from imagegate.storage.signing import LinkSigner
-from imagegate.web import files, images, models, openapi
+from imagegate.web import accounts, files, images, models, openapi
 from imagegate.web.disconnect import ClientDisconnected
 from imagegate.web.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from imagegate.web.responses import JSONResponse, error_response
@@ -104,14 +106,22 @@ def create_app(
     blobs = LocalBlobStore(settings.data_dir / "files")
     signer = LinkSigner(settings.resolved_signing_key(), settings.files.ttl_seconds)
     service = ImageService(settings, catalog, registry, blobs, signer, today)
+    runtime = Runtime(settings)
+    gate = Gate(runtime, service)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         removed = blobs.purge_older_than(settings.files.ttl_seconds)
         if removed:
             log.info("removed %d expired files", removed)
+        try:
+            await runtime.ready()
+        except ImagegateError as exc:
+            log.error("database not ready at start (%s); requests get 503 until it is", exc.message)
+        runtime.start_background()
         yield
         await registry.aclose()
+        await runtime.aclose()
         shutdown_pool()
 
     routes = [
@@ -120,6 +130,9 @@ def create_app(
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
         Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
+        Route("/v1/requests", accounts.list_requests, methods=["GET"]),
+        Route("/v1/usage", accounts.usage, methods=["GET"]),
+        Route("/metrics", accounts.metrics, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
@@ -143,4 +156,6 @@ def create_app(
     app.state.blobs = blobs
     app.state.signer = signer
     app.state.service = service
+    app.state.runtime = runtime
+    app.state.gate = gate
     return app

@@ -8,16 +8,14 @@ import orjson
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
+from imagegate.accounting.gate import Caller, Gate
 from imagegate.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from imagegate.inputs import RawInput, decode_data_url, decode_inputs
-from imagegate.providers.base import EditInputs
 from imagegate.schemas import EditParams, GenerateParams, ImageParams, parse_params
-from imagegate.service import ImageService, Prepared
-from imagegate.streaming import ImageStream
-from imagegate.web.disconnect import unless_disconnected
-from imagegate.web.responses import JSONResponse
+from imagegate.service import ImageService
+from imagegate.web.respond import respond
 
 IMAGE_FIELDS = ("image", "image[]")
 
@@ -42,30 +40,22 @@ async def read_json(request: Request) -> dict[str, Any]:
     return data
 
 
+async def _caller(request: Request) -> Caller:
+    gate: Gate = request.app.state.gate
+    return await gate.authenticate(request.headers.get("authorization"))
+
+
 async def generations(request: Request) -> Response:
+    caller = await _caller(request)
     if not _is_json(request):
         raise UnsupportedMediaTypeError("send the body as application/json")
     params = parse_params(GenerateParams, await read_json(request))
     prepared = _service(request).prepare(params, "text-to-image")
-    return await _respond(request, prepared, None)
-
-
-async def _respond(request: Request, prepared: Prepared, inputs: EditInputs | None) -> Response:
-    service = _service(request)
-    request_id = request.state.request_id
-    if prepared.dry_run:
-        estimate = service.estimate(prepared, request_id)
-        return JSONResponse(estimate.body, headers=estimate.headers)
-    if prepared.stream:
-        stream = ImageStream(service, prepared, inputs, request_id)
-        await unless_disconnected(request, stream.open())
-        headers = {"x-imagegate-provider": stream.provider, "cache-control": "no-cache"}
-        return StreamingResponse(stream.events(), media_type="text/event-stream", headers=headers)
-    result = await unless_disconnected(request, service.execute(prepared, inputs, request_id, _base_url(request)))
-    return JSONResponse(result.body, headers=result.headers)
+    return await respond(request, caller, prepared, None)
 
 
 async def edits(request: Request) -> Response:
+    caller = await _caller(request)
     limits = request.app.state.settings.limits
     if _is_json(request):
         params, images, mask = _json_edit(await read_json(request), limits.max_file_bytes)
@@ -75,7 +65,7 @@ async def edits(request: Request) -> Response:
         raise UnsupportedMediaTypeError("send edits as multipart/form-data or application/json")
     prepared = _service(request).prepare(params, "image-edit", len(images), mask is not None)
     inputs = await decode_inputs(images, mask, limits)
-    return await _respond(request, prepared, inputs)
+    return await respond(request, caller, prepared, inputs)
 
 
 def _is_json(request: Request) -> bool:

@@ -1,0 +1,231 @@
+"""Who may call, and what each call costs them: auth, scope, rate limits, budgets and the ledger.
+
+    authenticate -> admit (scope, rate limit, budget reservation + pending ledger row) -> work
+                 -> settle (actual cost, attempts; reservation released; images refunded on failure)
+
+The pending row is written, and the budget reserved, in one transaction BEFORE any upstream call;
+when the database is unreachable the request is refused with 503 and nothing is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from imagegate.accounting.keys import ApiKey
+from imagegate.accounting.ledger import LedgerEntry, Settlement
+from imagegate.accounting.ratelimit import Limits, refusal
+from imagegate.accounting.runtime import Runtime
+from imagegate.errors import (
+    AuthenticationError,
+    BudgetExceededError,
+    ImagegateError,
+    PermissionDeniedError,
+)
+from imagegate.service import ImageService, Prepared
+
+log = logging.getLogger("imagegate.accounting")
+BEARER = "bearer "
+
+
+@dataclass(frozen=True)
+class Caller:
+    key: ApiKey | None = None
+
+    @property
+    def key_id(self) -> str | None:
+        return self.key.id if self.key else None
+
+
+@dataclass
+class Admission:
+    caller: Caller
+    prepared: Prepared
+    request_id: str
+    reserved: Decimal
+    images_reserved: int
+    settled: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Gate:
+    def __init__(self, runtime: Runtime, service: ImageService) -> None:
+        self.runtime = runtime
+        self.service = service
+
+    async def authenticate(self, authorization: str | None) -> Caller:
+        """`keys` mode: a valid key is required. `open` mode: no key is needed and none is checked."""
+        if self.runtime.settings.auth.mode == "open":
+            return Caller()
+        await self.runtime.ready()
+        presented = None
+        if authorization and authorization[: len(BEARER)].lower() == BEARER:
+            presented = authorization[len(BEARER) :].strip()
+        key = await self.runtime.keys.authenticate(presented)
+        if key is None:
+            raise AuthenticationError(
+                "Invalid or missing API key. Send 'Authorization: Bearer <key>'.",
+                headers={"www-authenticate": "Bearer"},
+            )
+        return Caller(key)
+
+    def reservation(self, prepared: Prepared) -> Decimal | None:
+        """The most any candidate could cost (the budget reservation); None if a candidate is unpriced."""
+        worst = Decimal(0)
+        for candidate in prepared.candidates:
+            try:
+                plan = self.service.plan_for(prepared, candidate)
+            except ImagegateError:
+                continue
+            estimate = self.service.estimate_plan(plan, candidate)
+            if estimate is None:
+                return None
+            worst = max(worst, estimate)
+        return worst
+
+    async def admit_dry_run(self, caller: Caller, prepared: Prepared) -> None:
+        """A dry run calls nobody and costs nothing: only the model scope applies."""
+        self._check_scope(caller, prepared)
+
+    def _check_scope(self, caller: Caller, prepared: Prepared) -> None:
+        if caller.key is not None and not caller.key.allows_model(prepared.model.id):
+            raise PermissionDeniedError(
+                f"this key may not use {prepared.model.id}", param="model", code="model_not_allowed"
+            )
+
+    async def admit(self, caller: Caller, prepared: Prepared, request_id: str, idem_key: str | None) -> Admission:
+        key = caller.key
+        self._check_scope(caller, prepared)
+        images = 0 if prepared.dry_run else prepared.request.n
+        if key is not None and (key.rpm is not None or key.images_per_day is not None):
+            verdict = await self.runtime.limiter.acquire(key.id, Limits(key.rpm, key.images_per_day), images)
+            if not verdict.allowed:
+                self.runtime.metrics.ratelimit_refusals.labels(reason=verdict.reason or "rpm").inc()
+                raise refusal(verdict)
+        try:
+            return await self._reserve(caller, prepared, request_id, idem_key, images)
+        except BaseException:
+            if key is not None and images:
+                await self.runtime.limiter.refund_images(key.id, images)
+            raise
+
+    async def _reserve(
+        self, caller: Caller, prepared: Prepared, request_id: str, idem_key: str | None, images: int
+    ) -> Admission:
+        key = caller.key
+        reserved = Decimal(0)
+        if key is not None and key.budget is not None and not prepared.dry_run:
+            estimate = self.reservation(prepared)
+            if estimate is None:
+                self.runtime.metrics.budget_refusals.inc()
+                raise BudgetExceededError(
+                    "this request has no known price, so a key with a budget cannot use it",
+                    param="model",
+                    code="unpriced_model",
+                )
+            reserved = estimate
+        await self.runtime.ready()
+        entry = LedgerEntry(
+            request_id=request_id,
+            key_id=caller.key_id,
+            instance=self.runtime.instance,
+            model=prepared.model.id,
+            mode=prepared.request.mode,
+            n=prepared.request.n,
+            size=_asked_size(prepared),
+            quality=prepared.request.quality,
+            reserved=reserved,
+            idempotency_key=idem_key,
+        )
+        try:
+            await self.runtime.ledger.begin(entry, key)
+        except BudgetExceededError:
+            self.runtime.metrics.budget_refusals.inc()
+            raise
+        return Admission(caller, prepared, request_id, reserved, images)
+
+    async def settle(
+        self, admission: Admission, body: dict[str, Any] | None, error: BaseException | None, latency_ms: float
+    ) -> None:
+        """Record the outcome. Shielded: a cancelled request still settles its row."""
+        if admission.settled:
+            return
+        admission.settled = True
+        settlement = _settlement(body, error, latency_ms)
+        status = 200 if body is not None else getattr(error, "status", 500)
+        if settlement.status == "cancelled":
+            status = 499
+        await asyncio.shield(self._settle(admission, settlement, status))
+
+    async def _settle(self, admission: Admission, settlement: Settlement, status: int) -> None:
+        key = admission.caller.key
+        try:
+            await self.runtime.ledger.settle(admission.request_id, settlement)
+        except ImagegateError:
+            log.exception("could not settle ledger row %s; reconciliation will", admission.request_id)
+        unused = admission.images_reserved - settlement.images
+        if key is not None and unused > 0 and key.images_per_day is not None:
+            await self.runtime.limiter.refund_images(key.id, unused)
+        self._observe(admission, settlement, status)
+
+    def _observe(self, admission: Admission, settlement: Settlement, status: int) -> None:
+        metrics = self.runtime.metrics
+        model = admission.prepared.model.id
+        metrics.observe_request(
+            model,
+            settlement.provider or "none",
+            admission.prepared.request.mode,
+            status,
+            settlement.images,
+            settlement.cost,
+        )
+        for attempt in settlement.attempts:
+            metrics.observe_attempt(
+                attempt["provider"],
+                model,
+                (attempt.get("latency_ms") or 0) / 1000,
+                None if attempt.get("status") == "ok" else (attempt.get("code") or "error"),
+            )
+
+
+def _asked_size(prepared: Prepared) -> str | None:
+    size = prepared.request.size
+    if size.dims is not None:
+        return str(size.dims)
+    return size.ratio_text or ("auto" if size.auto else None)
+
+
+def _settlement(body: dict[str, Any] | None, error: BaseException | None, latency_ms: float) -> Settlement:
+    if body is not None:
+        meta = body.get("imagegate", {})
+        cost = meta.get("cost_usd")
+        return Settlement(
+            status="succeeded",
+            provider=meta.get("provider"),
+            images=len(body.get("data", [])) or meta.get("n", 0),
+            size=body.get("size"),
+            quality=body.get("quality"),
+            attempts=meta.get("attempts", []),
+            cost=Decimal(cost) if cost is not None else None,
+            error_code=None,
+            latency_ms=latency_ms,
+        )
+    attempts = list(getattr(error, "attempts", []) or [])
+    attempt_dicts = [a.as_dict() if hasattr(a, "as_dict") else a for a in attempts]
+    cancelled = isinstance(error, asyncio.CancelledError) or type(error).__name__ == "ClientDisconnected"
+    status = "cancelled" if cancelled else "failed"
+    code = getattr(error, "code", None) or type(error).__name__
+    return Settlement(
+        status=status,
+        provider=None,
+        images=0,
+        size=None,
+        quality=None,
+        attempts=attempt_dicts,
+        cost=Decimal(0) if not any(a.get("may_have_charged") for a in attempt_dicts) else None,
+        error_code=code,
+        latency_ms=latency_ms,
+    )

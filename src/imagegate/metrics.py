@@ -1,0 +1,121 @@
+"""Prometheus metrics of one gateway instance.
+
+Every `Metrics` owns a private `CollectorRegistry`, so several apps (or tests) in one process never
+collide on metric names; `render()` gives the exposition text and its content type for `/metrics`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Upstream image generation takes from ~50 ms (cached/fast models) to ~2 minutes (large edits).
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    45.0,
+    60.0,
+    90.0,
+    120.0,
+)
+
+NO_PROVIDER = "none"
+"""Label value for requests refused before any provider was chosen (auth, rate limit, budget)."""
+
+
+class Metrics:
+    """The gateway's counters, histograms and gauges on a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.requests = Counter(
+            "imagegate_requests_total",
+            "Requests answered, by model, provider, mode and HTTP status code.",
+            ("model", "provider", "mode", "status"),
+            registry=reg,
+        )
+        self.images = Counter(
+            "imagegate_images_total", "Images delivered to callers.", ("model", "provider"), registry=reg
+        )
+        self.cost = Counter(
+            "imagegate_cost_usd_total", "Upstream cost charged to callers, in USD.", ("model", "provider"), registry=reg
+        )
+        self.upstream_latency = Histogram(
+            "imagegate_upstream_latency_seconds",
+            "Duration of one upstream attempt.",
+            ("provider", "model"),
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.upstream_errors = Counter(
+            "imagegate_upstream_errors_total",
+            "Failed upstream attempts, by error code.",
+            ("provider", "model", "code"),
+            registry=reg,
+        )
+        self.ratelimit_refusals = Counter(
+            "imagegate_ratelimit_refusals_total", "Requests refused by a per-key rate limit.", ("reason",), registry=reg
+        )
+        self.budget_refusals = Counter(
+            "imagegate_budget_refusals_total", "Requests refused because the key's budget was exhausted.", registry=reg
+        )
+        self.ratelimit_backend_errors = Counter(
+            "imagegate_ratelimit_backend_errors_total",
+            "Rate-limit backend (Redis) failures; the limiter failed open.",
+            registry=reg,
+        )
+        self.breaker_open = Gauge(
+            "imagegate_breaker_open",
+            "1 while the circuit breaker of a provider/model is open.",
+            ("provider", "model"),
+            registry=reg,
+        )
+
+    def observe_request(
+        self,
+        model: str,
+        provider: str | None,
+        mode: str,
+        status: int,
+        images: int,
+        cost: Decimal | None,
+    ) -> None:
+        """Count one answered request, the images it delivered and what it cost."""
+        provider_label = provider or NO_PROVIDER
+        self.requests.labels(model, provider_label, mode, str(status)).inc()
+        if images > 0:
+            self.images.labels(model, provider_label).inc(images)
+        if cost is not None and cost > 0:
+            self.cost.labels(model, provider_label).inc(float(cost))
+
+    def observe_attempt(self, provider: str, model: str, seconds: float, error_code: str | None) -> None:
+        """Record one upstream attempt's duration and, if it failed, its error code."""
+        self.upstream_latency.labels(provider, model).observe(max(seconds, 0.0))
+        if error_code is not None:
+            self.upstream_errors.labels(provider, model, error_code).inc()
+
+    def observe_ratelimit_refusal(self, reason: str) -> None:
+        self.ratelimit_refusals.labels(reason).inc()
+
+    def observe_budget_refusal(self) -> None:
+        self.budget_refusals.inc()
+
+    def set_breaker_open(self, provider: str, model: str, is_open: bool) -> None:
+        self.breaker_open.labels(provider, model).set(1 if is_open else 0)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text of this instance's registry and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,187 @@
+"""The database: one async SQLAlchemy engine (SQLite by default, PostgreSQL for several instances).
+
+Every statement runs inside `Database.transaction()`, the one place where a connection failure
+(refused, timed out, unwritable file, lost server) becomes `ServiceUnavailableError` (503).
+
+SQLite: WAL, synchronous=FULL, a 10 s busy timeout and foreign keys on every connection. Write
+transactions start with ``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead
+of failing to upgrade a read lock; read-only ones use a plain (deferred) BEGIN and never block.
+
+PostgreSQL: a ``search_path`` query parameter in the URL (``...?search_path=imagegate``) selects a
+schema; other query parameters go to asyncpg unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, exc, make_url, text
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from imagegate.errors import ServiceUnavailableError
+
+log = logging.getLogger("imagegate.storage")
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_IMMEDIATE = "imagegate_sqlite_immediate"
+_MIGRATION_LOCK = 0x1A6E6A7E  # pg_advisory_xact_lock id: one migrator at a time across instances
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+def _unavailable_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [
+        OSError,
+        TimeoutError,
+        exc.OperationalError,
+        exc.InterfaceError,
+        exc.TimeoutError,
+    ]
+    try:
+        import asyncpg
+    except ImportError:  # SQLite-only installs
+        return tuple(types)
+    types += [asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError]
+    return tuple(types)
+
+
+_UNAVAILABLE = _unavailable_types()
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, _UNAVAILABLE)
+
+
+class Database:
+    """An async engine plus the transaction boundary every query goes through."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @classmethod
+    async def connect(cls, url: str) -> Database:
+        """Build the engine (no connection is made yet: failures surface from `transaction()`)."""
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            return cls(_sqlite_engine(parsed))
+        if parsed.get_backend_name() == "postgresql":
+            return cls(_postgres_engine(parsed))
+        raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._engine.dialect.name
+
+    @asynccontextmanager
+    async def transaction(self, readonly: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One transaction: committed when the block exits normally, rolled back on any exception.
+
+        Connection-level failures anywhere inside (connect, statements, commit) are raised as
+        `ServiceUnavailableError`; other exceptions (integrity errors, the caller's own) pass through.
+        `readonly` only matters on SQLite, where writers take the write lock up front.
+        """
+        try:
+            async with self._engine.connect() as conn:
+                if not readonly:
+                    await conn.execution_options(**{_IMMEDIATE: True})
+                async with conn.begin():
+                    yield conn
+        except Exception as error:
+            if not _is_unavailable(error):
+                raise
+            log.warning("database unavailable: %s: %s", type(error).__name__, _short(error))
+            raise ServiceUnavailableError("database unavailable") from error
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision (alembic ``upgrade head``); a no-op when current."""
+        async with self.transaction() as conn:
+            if self.dialect == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK})
+            await conn.run_sync(_upgrade_head)
+
+    async def ping(self) -> None:
+        """Raise `ServiceUnavailableError` unless the database answers."""
+        async with self.transaction(readonly=True) as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+def _short(error: BaseException) -> str:
+    """The driver's message without SQL text or bound parameters (those may hold request data)."""
+    original = getattr(error, "orig", None) or error
+    return str(original).splitlines()[0][:200] if str(original) else type(original).__name__
+
+
+def _upgrade_head(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _sqlite_engine(url: URL) -> AsyncEngine:
+    url = url.set(drivername="sqlite+aiosqlite")
+    if not url.database or url.database == ":memory:":  # one shared connection (tests, experiments)
+        engine = create_async_engine(url)
+    else:
+        try:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # reported by the first transaction, as 503
+            log.warning("cannot create the database directory: %s", error)
+        engine = create_async_engine(url, pool_size=5, max_overflow=10, pool_timeout=10)
+    event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+    # Autocommit at the driver: transactions are begun explicitly by `_sqlite_on_begin`.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _postgres_engine(url: URL) -> AsyncEngine:
+    connect_args: dict[str, Any] = {"timeout": 3, "command_timeout": 30}
+    search_path = url.query.get("search_path")
+    if search_path is not None:
+        connect_args["server_settings"] = {"search_path": str(search_path)}
+        url = url.difference_update_query(["search_path"])
+    return create_async_engine(
+        url.set(drivername="postgresql+asyncpg"),
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        pool_timeout=10,
+        connect_args=connect_args,
+    )

@@ -1,0 +1,73 @@
+"""GET /v1/requests and /v1/usage for the calling key (every key in open mode); GET /metrics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imagegate.accounting.gate import Gate
+from imagegate.errors import InvalidRequestError
+from imagegate.web.responses import JSONResponse
+
+STATUSES = ("pending", "succeeded", "failed", "cancelled", "reconciled")
+
+
+def parse_time(value: str | None, param: str) -> datetime | None:
+    """ISO 8601 (`2026-11-25`, `2026-11-25T10:00:00Z`) or Unix seconds."""
+    if value is None or value == "":
+        return None
+    try:
+        if value.replace(".", "", 1).isdigit():
+            return datetime.fromtimestamp(float(value), UTC)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        raise InvalidRequestError(f"{param} must be an ISO 8601 time or Unix seconds", param=param) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _limit(value: str | None) -> int:
+    if value is None:
+        return 20
+    if not value.isdigit() or not 1 <= int(value) <= 100:
+        raise InvalidRequestError("limit must be between 1 and 100", param="limit")
+    return int(value)
+
+
+async def list_requests(request: Request) -> JSONResponse:
+    gate: Gate = request.app.state.gate
+    caller = await gate.authenticate(request.headers.get("authorization"))
+    query = request.query_params
+    status = query.get("status")
+    if status is not None and status not in STATUSES:
+        raise InvalidRequestError(f"status must be one of {', '.join(STATUSES)}", param="status")
+    await gate.runtime.ready()
+    rows, cursor = await gate.runtime.ledger.list_requests(
+        caller.key_id,
+        parse_time(query.get("since"), "since"),
+        parse_time(query.get("until"), "until"),
+        query.get("model"),
+        query.get("provider"),
+        status,
+        _limit(query.get("limit")),
+        query.get("cursor"),
+    )
+    return JSONResponse({"object": "list", "data": rows, "next_cursor": cursor, "has_more": cursor is not None})
+
+
+async def usage(request: Request) -> JSONResponse:
+    gate: Gate = request.app.state.gate
+    caller = await gate.authenticate(request.headers.get("authorization"))
+    query = request.query_params
+    await gate.runtime.ready()
+    totals = await gate.runtime.ledger.usage(
+        caller.key_id, parse_time(query.get("since"), "since"), parse_time(query.get("until"), "until")
+    )
+    return JSONResponse({"object": "usage", "key_id": caller.key_id, **totals})
+
+
+async def metrics(request: Request) -> Response:
+    gate: Gate = request.app.state.gate
+    body, content_type = gate.runtime.metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,128 @@
+"""Run a prepared image request under accounting: idempotency, admission, the work, settlement."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from imagegate.accounting.gate import Admission, Caller, Gate
+from imagegate.errors import ConflictError, InvalidRequestError, UpstreamMalformedError
+from imagegate.providers.base import EditInputs
+from imagegate.service import ImageService, Prepared
+from imagegate.streaming import ImageStream
+from imagegate.web.disconnect import unless_disconnected
+from imagegate.web.responses import JSONResponse
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+REPLAYED_HEADER = "idempotent-replayed"
+
+
+async def respond(request: Request, caller: Caller, prepared: Prepared, inputs: EditInputs | None) -> Response:
+    service: ImageService = request.app.state.service
+    gate: Gate = request.app.state.gate
+    request_id = request.state.request_id
+    if prepared.dry_run:
+        await gate.admit_dry_run(caller, prepared)
+        estimate = service.estimate(prepared, request_id)
+        return JSONResponse(estimate.body, headers=estimate.headers)
+    idem_key = request.headers.get(IDEMPOTENCY_HEADER)
+    if idem_key is not None and not prepared.stream:
+        replay = await _claim(request, gate, caller, idem_key, request_id)
+        if replay is not None:
+            return replay
+    else:
+        idem_key = None
+    try:
+        admission = await gate.admit(caller, prepared, request_id, idem_key)
+    except BaseException:
+        await _release(gate, caller, idem_key)
+        raise
+    if prepared.stream:
+        return await _stream(request, gate, admission, inputs)
+    return await _execute(request, gate, admission, inputs, idem_key)
+
+
+async def _execute(
+    request: Request, gate: Gate, admission: Admission, inputs: EditInputs | None, idem_key: str | None
+) -> Response:
+    started = time.perf_counter()
+    base_url = str(request.base_url).rstrip("/")
+    try:
+        work = gate.service.execute(admission.prepared, inputs, admission.request_id, base_url)
+        result = await unless_disconnected(request, work)
+    except BaseException as exc:
+        await gate.settle(admission, None, exc, _ms(started))
+        await _release(gate, admission.caller, idem_key)
+        raise
+    await gate.settle(admission, result.body, None, _ms(started))
+    response = JSONResponse(result.body, headers=result.headers)
+    if idem_key is not None:
+        headers = dict(result.headers)
+        await gate.runtime.idempotency.complete(admission.caller.key_id, idem_key, 200, headers, response.body)
+    return response
+
+
+async def _stream(request: Request, gate: Gate, admission: Admission, inputs: EditInputs | None) -> Response:
+    started = time.perf_counter()
+    stream = ImageStream(gate.service, admission.prepared, inputs, admission.request_id)
+    try:
+        await unless_disconnected(request, stream.open())
+    except BaseException as exc:
+        await gate.settle(admission, None, exc, _ms(started))
+        raise
+
+    async def accounted() -> AsyncIterator[bytes]:
+        error: BaseException | None = None
+        try:
+            async for chunk in stream.events():
+                yield chunk
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            body = stream.final_body
+            if body is None and error is None:
+                error = stream.error or UpstreamMalformedError("the stream ended without a result")
+            await gate.settle(admission, body, error, _ms(started))
+
+    headers = {"x-imagegate-provider": stream.provider, "cache-control": "no-cache"}
+    return StreamingResponse(accounted(), media_type="text/event-stream", headers=headers)
+
+
+async def _claim(request: Request, gate: Gate, caller: Caller, idem_key: str, request_id: str) -> Response | None:
+    if not idem_key or len(idem_key) > 255:
+        raise InvalidRequestError("Idempotency-Key must be 1-255 characters", param="Idempotency-Key")
+    await gate.runtime.ready()
+    body_hash = hashlib.sha256(await request.body()).hexdigest()
+    claim = await gate.runtime.idempotency.claim(caller.key_id, idem_key, body_hash, request_id)
+    if claim.state == "new":
+        return None
+    if claim.state == "replay":
+        headers = {**claim.headers, REPLAYED_HEADER: "true"}
+        return Response(claim.body, status_code=claim.status, headers=headers, media_type="application/json")
+    if claim.state == "conflict":
+        raise ConflictError("this Idempotency-Key was used with a different request body", param="Idempotency-Key")
+    raise ConflictError(
+        "a request with this Idempotency-Key is still in progress; retry later",
+        param="Idempotency-Key",
+        code="idempotency_in_progress",
+    )
+
+
+async def _release(gate: Gate, caller: Caller, idem_key: str | None) -> None:
+    if idem_key is not None:
+        await gate.runtime.idempotency.release(caller.key_id, idem_key)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def dumps(body: dict[str, Any]) -> bytes:
+    return orjson.dumps(body)
