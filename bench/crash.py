@@ -102,12 +102,12 @@ async def fire(base: str, total: int) -> list[asyncio.Task[None]]:
             pass  # the gateway was killed under it
 
     tasks = [asyncio.create_task(one(i)) for i in range(total)]
-    tasks.append(asyncio.create_task(_close_later(session, tasks)))
-    return tasks
+    closer = asyncio.create_task(_close_later(session, list(tasks)))
+    return [*tasks, closer]
 
 
 async def _close_later(session: aiohttp.ClientSession, tasks: list[asyncio.Task[None]]) -> None:
-    await asyncio.gather(*tasks[:], return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
     await session.close()
 
 

@@ -229,3 +229,17 @@ async def test_open_mode_still_writes_the_ledger(tmp_path, database_url):
         rows = (await http.get("/v1/requests")).json()["data"]
     assert len(rows) == 1 and rows[0]["key_id"] is None
     await app.state.runtime.aclose()
+
+
+async def test_idempotent_multipart_edit_replays(gateway):
+    from tests.helpers import png_bytes
+
+    http, app = gateway
+    key = await new_key(app)
+    headers = {**auth(key), "Idempotency-Key": "edit-1"}
+    files = {"image": ("a.png", png_bytes(64, 64), "image/png")}
+    data = {"prompt": "edit", "model": "gpt-image-1", "response_format": "b64_json"}
+    first = await http.post("/v1/images/edits", data=data, files=files, headers=headers)
+    second = await http.post("/v1/images/edits", data=data, files=files, headers=headers)
+    assert first.status_code == second.status_code == 200, first.text
+    assert second.headers["idempotent-replayed"] == "true"

@@ -71,3 +71,39 @@ def test_config_file_is_applied(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "model=flux-1-schnell" in result.output
+
+
+def test_keys_create_list_revoke_and_usage(tmp_path: Path) -> None:
+    runner = CliRunner()
+    common = ["--data-dir", str(tmp_path)]
+    created = runner.invoke(
+        main,
+        [
+            "keys",
+            "create",
+            "--name",
+            "team-a",
+            "--budget-usd",
+            "5",
+            "--rpm",
+            "10",
+            "--images-per-day",
+            "100",
+            "--models",
+            "gpt-image-1,flux-1-schnell",
+            *common,
+        ],
+    )
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("igk_") and len(key) > 30
+    listed = runner.invoke(main, ["keys", "list", *common])
+    assert "team-a" in listed.output and key not in listed.output and key[:12] in listed.output
+    assert "gpt-image-1,flux-1-schnell" in listed.output
+    assert runner.invoke(main, ["keys", "revoke", key[:12], *common]).exit_code == 0
+    assert "revoked" in runner.invoke(main, ["keys", "list", *common]).output
+    assert runner.invoke(main, ["keys", "revoke", "key_nope", *common]).exit_code != 0
+    usage = runner.invoke(main, ["usage", *common])
+    assert usage.exit_code == 0 and '"totals"' in usage.output
+    assert runner.invoke(main, ["keys", "create", "--name", "x", "--budget-usd", "lots", *common]).exit_code != 0
+    assert runner.invoke(main, ["usage", "--since", "tomorrow", *common]).exit_code != 0

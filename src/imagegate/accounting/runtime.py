@@ -23,6 +23,7 @@ from imagegate.storage.db import Database
 
 log = logging.getLogger("imagegate.accounting")
 RECONCILE_EVERY_SECONDS = 60.0
+IDEMPOTENCY_TTL = timedelta(hours=24)  # stored responses are replayed for a day
 
 
 class Runtime:
@@ -75,6 +76,7 @@ class Runtime:
                 count = await self.ledger.reconcile(None, stale)
                 if count:
                     log.warning("reconciled %d stale ledger rows", count)
+                await self.idempotency.purge(IDEMPOTENCY_TTL)
             except Exception:
                 log.exception("ledger reconciliation failed; retrying later")
 

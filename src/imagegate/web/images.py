@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -37,7 +38,16 @@ async def read_json(request: Request) -> dict[str, Any]:
         raise InvalidRequestError("request body is not valid JSON", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("request body must be a JSON object", code="invalid_json")
+    request.state.body_hash = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return data
+
+
+def _form_hash(fields: dict[str, Any], images: list[RawInput], mask: RawInput | None) -> str:
+    """Identity of a multipart request independent of its random boundary: fields, then file digests."""
+    digest = hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS))
+    for item in [*images, *([mask] if mask else [])]:
+        digest.update(item.param.encode() + b"\0" + hashlib.sha256(item.data).digest())
+    return digest.hexdigest()
 
 
 async def _caller(request: Request) -> Caller:
@@ -110,6 +120,7 @@ async def _multipart_edit(request: Request, max_bytes: int) -> tuple[ImageParams
         mask_input = RawInput("mask", await _read_upload(mask, "mask", max_bytes)) if mask else None
     finally:
         await form.close()
+    request.state.body_hash = _form_hash(fields, images, mask_input)
     return parse_params(EditParams, fields), images, mask_input
 
 

@@ -10,6 +10,20 @@ from imagegate.config import Settings
 from imagegate.schemas import EditParams, GenerateParams
 
 REF = "#/components/schemas/"
+IDEMPOTENCY_PLAIN: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Replays the stored response of a completed request with the same key and body (1-255 chars).",
+}
+IDEMPOTENCY: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Replays the stored response of a completed request with the same key and body.",
+}
 
 
 def _error_responses(*statuses: int) -> dict[str, Any]:
@@ -19,8 +33,12 @@ def _error_responses(*statuses: int) -> dict[str, Any]:
         403: "Forbidden or bad signature",
         404: "Unknown model or file",
         413: "Body or file too large",
+        402: "Over the key's budget",
+        409: "Idempotency-Key conflict",
         415: "Unsupported media type",
+        429: "Rate limited (see Retry-After)",
         500: "Internal error",
+        504: "Upstream timed out",
         502: "Upstream provider failed",
         503: "No provider available",
     }
@@ -201,12 +219,13 @@ def _ok(name: str, headers: bool = False) -> dict[str, Any]:
 
 
 def _image_paths() -> dict[str, Any]:
-    image_errors = _error_responses(400, 404, 413, 415, 500, 502, 503)
+    image_errors = _error_responses(400, 401, 402, 403, 404, 409, 413, 415, 429, 500, 502, 503, 504)
     return {
         "/v1/images/generations": {
             "post": {
                 "operationId": "createImage",
                 "summary": "Generate images from a prompt",
+                "parameters": [IDEMPOTENCY],
                 "requestBody": _json_body("GenerateRequest"),
                 "responses": {"200": _ok("ImagesResponse", True), **image_errors},
             }
@@ -215,6 +234,7 @@ def _image_paths() -> dict[str, Any]:
             "post": {
                 "operationId": "createImageEdit",
                 "summary": "Edit images (multipart or JSON with data URLs)",
+                "parameters": [IDEMPOTENCY_PLAIN],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -270,6 +290,61 @@ def _catalog_paths() -> dict[str, Any]:
     }
 
 
+def _ledger_paths() -> dict[str, Any]:
+    time_params = [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "ISO 8601 time or Unix seconds",
+        }
+        for name in ("since", "until")
+    ]
+    filters = [
+        {"name": "model", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "provider", "in": "query", "required": False, "schema": {"type": "string"}},
+        {
+            "name": "status",
+            "in": "query",
+            "required": False,
+            "schema": {"enum": ["pending", "succeeded", "failed", "cancelled", "reconciled"]},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+        },
+        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+    ]
+    return {
+        "/v1/requests": {
+            "get": {
+                "operationId": "listRequests",
+                "summary": "The calling key's ledger rows",
+                "parameters": time_params + filters,
+                "responses": {**_json_ok(), **_error_responses(400, 401, 503)},
+            }
+        },
+        "/v1/usage": {
+            "get": {
+                "operationId": "usage",
+                "summary": "Totals by day, model and provider",
+                "parameters": time_params,
+                "responses": {**_json_ok(), **_error_responses(400, 401, 503)},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            }
+        },
+    }
+
+
 def _other_paths() -> dict[str, Any]:
     return {
         "/v1/files/{file_id}": {
@@ -306,7 +381,7 @@ def _other_paths() -> dict[str, Any]:
 
 @lru_cache(maxsize=4)
 def _document(server: str | None) -> dict[str, Any]:
-    paths = {**_image_paths(), **_catalog_paths(), **_other_paths()}
+    paths = {**_image_paths(), **_catalog_paths(), **_ledger_paths(), **_other_paths()}
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -99,7 +98,7 @@ async def _claim(request: Request, gate: Gate, caller: Caller, idem_key: str, re
     if not idem_key or len(idem_key) > 255:
         raise InvalidRequestError("Idempotency-Key must be 1-255 characters", param="Idempotency-Key")
     await gate.runtime.ready()
-    body_hash = hashlib.sha256(await request.body()).hexdigest()
+    body_hash = request.state.body_hash
     claim = await gate.runtime.idempotency.claim(caller.key_id, idem_key, body_hash, request_id)
     if claim.state == "new":
         return None
