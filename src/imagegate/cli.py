@@ -68,9 +68,10 @@ def serve(host: str | None, port: int | None, log_level: str, config_file: Path 
     providers = ", ".join(f"{p.name}{'' if p.available() else ' (no key)'}" for p in app.state.registry)
     click.echo(
         f"imagegate on http://{settings.host}:{settings.port}  data: {settings.data_dir}  "
-        f"providers: {providers or 'none'}",
+        f"providers: {providers or 'none'}  auth: {settings.auth.mode}",
         err=True,
     )
+    _warn_open(settings)
     uvicorn.run(
         app,
         host=settings.host,
@@ -80,6 +81,19 @@ def serve(host: str | None, port: int | None, log_level: str, config_file: Path 
         http="httptools",
         access_log=False,
         timeout_graceful_shutdown=5,
+    )
+
+
+def _warn_open(settings: Settings) -> None:
+    if settings.auth.mode != "open":
+        return
+    if settings.host in ("127.0.0.1", "localhost", "::1"):
+        click.echo("auth mode 'open': no API key needed; only this machine can reach the gateway.", err=True)
+        return
+    click.echo(
+        f"WARNING: auth mode 'open' while bound to {settings.host}: anyone who can reach this port can spend "
+        'your provider credit. Set [auth] mode = "keys" and create keys with `imagegate keys create`.',
+        err=True,
     )
 
 

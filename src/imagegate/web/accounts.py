@@ -53,7 +53,8 @@ async def list_requests(request: Request) -> JSONResponse:
         _limit(query.get("limit")),
         query.get("cursor"),
     )
-    return JSONResponse({"object": "list", "data": rows, "next_cursor": cursor, "has_more": cursor is not None})
+    data = [{k: v for k, v in row.items() if k != "instance"} for row in rows]  # hostnames stay internal
+    return JSONResponse({"object": "list", "data": data, "next_cursor": cursor, "has_more": cursor is not None})
 
 
 async def usage(request: Request) -> JSONResponse:
