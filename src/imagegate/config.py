@@ -115,6 +115,15 @@ class RoutingSettings(_Strict):
     models: dict[str, ModelRouting] = Field(default_factory=dict)
 
 
+class PlaygroundSettings(_Strict):
+    """The /playground page. Without an API key it uses anonymous quotas (images per UTC day)."""
+
+    enabled: bool = True
+    anonymous_images_per_ip_per_day: int = Field(25, ge=0)
+    anonymous_images_per_day: int = Field(500, ge=0)
+    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
+
+
 class AuthSettings(_Strict):
     """`open`: no key needed (a key, if sent, is still checked and accounted); `keys`: every /v1 call
     needs `Authorization: Bearer <key>`. The pepper is the HMAC key for stored key hashes."""
@@ -141,6 +150,7 @@ class Settings(_Strict):
     database_url: str | None = None
     redis_url: str | None = None
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    playground: PlaygroundSettings = Field(default_factory=PlaygroundSettings)
     instance_id: str | None = None
 
     def resolved_database_url(self) -> str:

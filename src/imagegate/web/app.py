@@ -6,13 +6,15 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import date
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from imagegate import __version__
@@ -37,6 +39,14 @@ from imagegate.web.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from imagegate.web.responses import JSONResponse, error_response
 
 log = logging.getLogger("imagegate.web")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def pages_routes() -> list[Route | Mount]:
+    """Routes of the HTML pages; each page module exposes `routes()`."""
+    from imagegate.web.pages import catalog, playground
+
+    return [*playground.routes(), *catalog.routes()]
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -135,6 +145,8 @@ def create_app(
         Route("/metrics", accounts.metrics, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
+        *pages_routes(),
     ]
     app = Starlette(
         routes=routes,

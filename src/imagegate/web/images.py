@@ -51,6 +51,10 @@ def _form_hash(fields: dict[str, Any], images: list[RawInput], mask: RawInput | 
 
 
 async def _caller(request: Request) -> Caller:
+    """The caller: set beforehand by a front door (the playground's anonymous API), else from the key."""
+    preset = request.scope.get("state", {}).get("caller")
+    if isinstance(preset, Caller):
+        return preset
     gate: Gate = request.app.state.gate
     return await gate.authenticate(request.headers.get("authorization"))
 
