@@ -46,11 +46,16 @@ def _money(value: str | None) -> Decimal | None:
     return amount
 
 
-def register(
-    main: click.Group,
-    common: Callable[[Callable[..., None]], Callable[..., None]],
-    load: Callable[[Path | None, Path | None], Settings],
-) -> None:
+Common = Callable[[Callable[..., None]], Callable[..., None]]
+Loader = Callable[[Path | None, Path | None], Settings]
+
+
+def register(main: click.Group, common: Common, load: Loader) -> None:
+    _register_keys(main, common, load)
+    _register_usage(main, common, load)
+
+
+def _register_keys(main: click.Group, common: Common, load: Loader) -> None:
     @main.group()
     def keys() -> None:
         """Create, list and revoke API keys."""
@@ -104,6 +109,8 @@ def register(
             raise click.ClickException(f"no active key {key_id}")
         click.echo(f"revoked {key_id}")
 
+
+def _register_usage(main: click.Group, common: Common, load: Loader) -> None:
     @main.command()
     @click.option("--key", "key_id", default=None, help="Only this key (default: all).")
     @click.option("--since", default=None, help="ISO 8601 time or Unix seconds.")

@@ -104,6 +104,23 @@ def _body_limit(settings: Settings) -> Callable[[Scope], int]:
     return limit_for
 
 
+def _routes() -> list[Route | Mount]:
+    return [
+        Route("/v1/images/generations", images.generations, methods=["POST"]),
+        Route("/v1/images/edits", images.edits, methods=["POST"]),
+        Route("/v1/models", models.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
+        Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
+        Route("/v1/requests", accounts.list_requests, methods=["GET"]),
+        Route("/v1/usage", accounts.usage, methods=["GET"]),
+        Route("/metrics", accounts.metrics, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
+        *pages_routes(),
+    ]
+
+
 def create_app(
     settings: Settings,
     *,
@@ -134,20 +151,7 @@ def create_app(
         await runtime.aclose()
         shutdown_pool()
 
-    routes = [
-        Route("/v1/images/generations", images.generations, methods=["POST"]),
-        Route("/v1/images/edits", images.edits, methods=["POST"]),
-        Route("/v1/models", models.list_models, methods=["GET"]),
-        Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
-        Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
-        Route("/v1/requests", accounts.list_requests, methods=["GET"]),
-        Route("/v1/usage", accounts.usage, methods=["GET"]),
-        Route("/metrics", accounts.metrics, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/openapi.json", openapi_json, methods=["GET"]),
-        Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
-        *pages_routes(),
-    ]
+    routes = _routes()
     app = Starlette(
         routes=routes,
         middleware=[
