@@ -39,8 +39,10 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    # Module scope: sync Playwright keeps an event loop running in this thread while it is alive, which
+    # would break the asyncio tests that pytest runs after the browser modules.
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
