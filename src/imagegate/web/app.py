@@ -40,6 +40,7 @@ from imagegate.web.responses import JSONResponse, error_response
 
 log = logging.getLogger("imagegate.web")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+EDIT_PATHS = frozenset({"/v1/images/edits", "/playground/api/images/edits"})
 
 
 def pages_routes() -> list[Route | Mount]:
@@ -94,7 +95,7 @@ def _body_limit(settings: Settings) -> Callable[[Scope], int]:
     limits = settings.limits
 
     def limit_for(scope: Scope) -> int:
-        if scope["path"] == "/v1/images/edits":
+        if scope["path"] in EDIT_PATHS:
             for name, value in scope.get("headers", []):
                 if name == b"content-type" and value.startswith(b"multipart/"):
                     return limits.max_multipart_bytes
