@@ -209,3 +209,8 @@ def test_sandbox_offering_mirrors_reference(settings):
     sandbox = registry.get("sandbox").extra_offering(model)
     assert sandbox.caps.sizes == model.offerings[0].caps.sizes
     assert sandbox.pricing.free and sandbox.lifecycle.status_on(date.today()) == "active"
+
+
+async def test_root_redirects_to_the_playground(client):
+    response = await client.get("/", follow_redirects=False)
+    assert response.status_code == 307 and response.headers["location"] == "/playground"

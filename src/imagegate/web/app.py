@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -54,6 +54,11 @@ async def healthz(request: Request) -> JSONResponse:
     registry: ProviderRegistry = request.app.state.registry
     providers = {p.name: p.available() for p in registry}
     return JSONResponse({"status": "ok", "version": __version__, "providers": providers})
+
+
+async def home(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    return RedirectResponse("/playground" if settings.playground.enabled else "/models", status_code=307)
 
 
 async def openapi_json(request: Request) -> JSONResponse:
@@ -115,6 +120,7 @@ def _routes() -> list[Route | Mount]:
         Route("/v1/requests", accounts.list_requests, methods=["GET"]),
         Route("/v1/usage", accounts.usage, methods=["GET"]),
         Route("/metrics", accounts.metrics, methods=["GET"]),
+        Route("/", home, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
