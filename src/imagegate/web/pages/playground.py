@@ -125,34 +125,7 @@ async def api_edits(request: Request) -> Response:
     return await _front_door(request, edit=True)
 
 
-def _body(settings: Settings) -> str:
-    caps = settings.playground
-    keys = settings.auth.mode == "keys"
-    key_field = (
-        '<div class="field"><label for="api-key">API key (optional)</label>'
-        '<input id="api-key" type="password" autocomplete="off" placeholder="sk-..."'
-        ' aria-describedby="api-key-help">'
-        f'<small id="api-key-help" class="muted">Without a key you get {caps.anonymous_images_per_ip_per_day}'
-        " free images per UTC day.</small></div>"
-        if keys
-        else ""
-    )
-    format_options = "".join(f'<option value="{f}">{f}</option>' for f in FORMATS)
-    return f"""<link rel="stylesheet" href="/static/playground.css">
-<div id="playground" class="pg" data-max-upload="{caps.max_upload_bytes}" data-auth-mode="{escape(settings.auth.mode)}"
- data-default-model="{escape(settings.default_model)}">
-<h1>Playground</h1>
-<div class="pg-grid">
-<form id="pg-form" class="card pg-controls" novalidate>
-  <fieldset class="pg-modes"><legend>Mode</legend>
-    <label><input type="radio" name="mode" id="mode-generate" value="generate" checked> Text to image</label>
-    <label><input type="radio" name="mode" id="mode-edit" value="edit"> Edit</label>
-  </fieldset>
-  {key_field}
-  <div class="field"><label for="model">Model</label><select id="model"></select></div>
-  <div class="field"><label for="prompt">Prompt</label>
-    <textarea id="prompt" rows="4" required placeholder="A lighthouse at dusk, watercolour"></textarea></div>
-  <div id="edit-inputs" class="pg-edit" hidden>
+EDIT_INPUTS_HTML = """  <div id="edit-inputs" class="pg-edit" hidden>
     <div class="field"><label for="files">Images (<span id="max-images">1</span> at most; PNG, JPEG or WebP)</label>
       <input id="files" type="file" multiple accept="image/png,image/jpeg,image/webp"></div>
     <div id="dropzone" class="pg-drop" tabindex="0" role="button" aria-describedby="dropzone-help">
@@ -171,7 +144,11 @@ def _body(settings: Settings) -> str:
         <input id="mask-file" type="file" accept="image/png"></div>
     </div>
   </div>
-  <div class="pg-params">
+"""
+
+FORMAT_OPTIONS = "".join(f'<option value="{f}">{f}</option>' for f in FORMATS)
+PARAMS_HTML = (
+    """  <div class="pg-params">
     <div class="field" id="size-field"><label for="size">Size</label><select id="size"></select></div>
     <div class="field" id="custom-size-field" hidden><label for="custom-size">Custom size (WxH)</label>
       <input id="custom-size" type="text" inputmode="numeric" placeholder="1280x720" pattern="[0-9]+x[0-9]+"></div>
@@ -184,17 +161,17 @@ def _body(settings: Settings) -> str:
     <div class="field" id="background-field" hidden><label for="background">Background</label>
       <select id="background"></select></div>
     <div class="field"><label for="output-format">Output format</label>
-      <select id="output-format">{format_options}</select></div>
+      <select id="output-format">"""
+    + FORMAT_OPTIONS
+    + """</select></div>
     <div class="field"><label for="compression">Compression <output id="compression-value" for="compression">
       100</output></label><input id="compression" type="range" min="0" max="100" value="100" disabled></div>
     <div class="field"><label for="n">Images (n)</label><input id="n" type="number" min="1" max="10" value="1"></div>
   </div>
-  <div class="pg-row pg-actions">
-    <button type="submit" id="generate" class="primary">Generate</button>
-    <button type="button" id="estimate">Estimate</button>
-  </div>
-</form>
-<section class="pg-out" aria-label="Output">
+"""
+)
+
+OUTPUT_HTML = """<section class="pg-out" aria-label="Output">
   <div id="alert" role="alert" class="error"></div>
   <div id="progress" class="card pg-progress" hidden>
     <span id="status" aria-live="polite"></span> <span id="elapsed">0.0 s</span>
@@ -210,7 +187,41 @@ def _body(settings: Settings) -> str:
     <th>Sent</th><th>Handling</th><th>Note</th></tr></thead><tbody></tbody></table>
   <div class="card"><h2>History</h2><ul id="history" class="pg-history"></ul></div>
 </section>
-</div>
+"""
+
+
+def _body(settings: Settings) -> str:
+    caps = settings.playground
+    keys = settings.auth.mode == "keys"
+    key_field = (
+        '<div class="field"><label for="api-key">API key (optional)</label>'
+        '<input id="api-key" type="password" autocomplete="off" placeholder="sk-..."'
+        ' aria-describedby="api-key-help">'
+        f'<small id="api-key-help" class="muted">Without a key you get {caps.anonymous_images_per_ip_per_day}'
+        " free images per UTC day.</small></div>"
+        if keys
+        else ""
+    )
+    return f"""<link rel="stylesheet" href="/static/playground.css">
+<div id="playground" class="pg" data-max-upload="{caps.max_upload_bytes}" data-auth-mode="{escape(settings.auth.mode)}"
+ data-default-model="{escape(settings.default_model)}">
+<h1>Playground</h1>
+<div class="pg-grid">
+<form id="pg-form" class="card pg-controls" novalidate>
+  <fieldset class="pg-modes"><legend>Mode</legend>
+    <label><input type="radio" name="mode" id="mode-generate" value="generate" checked> Text to image</label>
+    <label><input type="radio" name="mode" id="mode-edit" value="edit"> Edit</label>
+  </fieldset>
+  {key_field}
+  <div class="field"><label for="model">Model</label><select id="model"></select></div>
+  <div class="field"><label for="prompt">Prompt</label>
+    <textarea id="prompt" rows="4" required placeholder="A lighthouse at dusk, watercolour"></textarea></div>
+{EDIT_INPUTS_HTML}{PARAMS_HTML}  <div class="pg-row pg-actions">
+    <button type="submit" id="generate" class="primary">Generate</button>
+    <button type="button" id="estimate">Estimate</button>
+  </div>
+</form>
+{OUTPUT_HTML}</div>
 <dialog id="viewer" class="pg-viewer" aria-label="Enlarged image"><img id="viewer-img" alt="Enlarged result">
   <button type="button" id="viewer-close">Close</button></dialog>
 </div>"""
