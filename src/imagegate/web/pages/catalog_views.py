@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from imagegate.core.normalize import MAX_N
 from imagegate.core.pricing import usd_text
-from imagegate.core.types import OUTPUT_FORMATS, ModelInfo, Offering, ParamRule, SizeSystem
+from imagegate.core.types import OUTPUT_FORMATS, Capabilities, ModelInfo, Offering, ParamRule, SizeSystem
 
 PROVIDER_NAMES = {"openai": "OpenAI", "fal": "fal", "replicate": "Replicate", "google": "Google", "sandbox": "Sandbox"}
 TOKEN_LABELS = (
@@ -148,6 +148,45 @@ def _compression_handling(off: Offering) -> str:
     return f"{head} for {native}; emulated by the gateway for other lossy formats; ignored for png and gif"
 
 
+def _look_rows(caps: Capabilities) -> list[ParamRow]:
+    rows: list[ParamRow] = []
+    quality_rule = caps.params.get("quality")
+    if caps.qualities:
+        text = f"passthrough for {', '.join(caps.qualities)}"
+        if quality_rule and quality_rule.map:
+            text = "converted: " + ", ".join(f"{k} → {v}" for k, v in quality_rule.map.items())
+            text += f"; native values {', '.join(caps.qualities)}"
+        rows.append(ParamRow("quality", "supported", text))
+    else:
+        rows.append(ParamRow("quality", "not available", "dropped with a warning: no quality setting"))
+    if caps.backgrounds:
+        rows.append(ParamRow("background", "supported", f"passthrough for {', '.join(caps.backgrounds)}"))
+    else:
+        rows.append(
+            ParamRow("background", "not available", "transparent is refused with a 400; opaque and auto are dropped")
+        )
+    return rows
+
+
+def _input_rows(model: ModelInfo, off: Offering, mode: str, others_with_mask: tuple[Offering, ...]) -> list[ParamRow]:
+    caps = off.caps
+    rows: list[ParamRow] = []
+    if mode == "image-edit":
+        rows.append(ParamRow("image", "required", f"1 to {model.max_input_images} input images (PNG, JPEG, WebP)"))
+        if caps.mask:
+            rows.append(ParamRow("mask", "supported", "passthrough: PNG with alpha, same size as the first image"))
+        elif others_with_mask:
+            names = ", ".join(provider_name(o.provider) for o in others_with_mask)
+            text = f"{provider_name(off.provider)} takes no mask; requests with a mask are routed to {names}"
+            rows.append(ParamRow("mask", "supported", text))
+        else:
+            rows.append(ParamRow("mask", "not available", "refused: no provider of this model takes a mask"))
+    else:
+        rows.append(ParamRow("image", "not available", "text-to-image takes no input image (use image-edit)"))
+        rows.append(ParamRow("mask", "not available", "edits only"))
+    return rows
+
+
 def param_rows(
     model: ModelInfo, off: Offering, mode: str, others_with_mask: tuple[Offering, ...] = ()
 ) -> list[ParamRow]:
@@ -166,21 +205,7 @@ def param_rows(
     rows.append(ParamRow("size", "supported", _size_handling(off)))
     rows.append(ParamRow("aspect_ratio", "supported", "converted: combined with resolution into a size (see size)"))
     rows.append(ParamRow("resolution", "supported", "converted: sets the scale (1K = 1 MP) of the chosen size"))
-    quality_rule = caps.params.get("quality")
-    if caps.qualities:
-        text = f"passthrough for {', '.join(caps.qualities)}"
-        if quality_rule and quality_rule.map:
-            text = "converted: " + ", ".join(f"{k} → {v}" for k, v in quality_rule.map.items())
-            text += f"; native values {', '.join(caps.qualities)}"
-        rows.append(ParamRow("quality", "supported", text))
-    else:
-        rows.append(ParamRow("quality", "not available", "dropped with a warning: no quality setting"))
-    if caps.backgrounds:
-        rows.append(ParamRow("background", "supported", f"passthrough for {', '.join(caps.backgrounds)}"))
-    else:
-        rows.append(
-            ParamRow("background", "not available", "transparent is refused with a 400; opaque and auto are dropped")
-        )
+    rows += _look_rows(caps)
     rows.append(ParamRow("output_format", "supported", _format_handling(off)))
     rows.append(ParamRow("output_compression", "supported", _compression_handling(off)))
     rows.append(
@@ -193,19 +218,7 @@ def param_rows(
     for name in OPTION_PARAMS:
         availability, text = _rule_text(name, caps.params.get(name))
         rows.append(ParamRow(name, availability, text))
-    if mode == "image-edit":
-        rows.append(ParamRow("image", "required", f"1 to {model.max_input_images} input images (PNG, JPEG, WebP)"))
-        if caps.mask:
-            rows.append(ParamRow("mask", "supported", "passthrough: PNG with alpha, same size as the first image"))
-        elif others_with_mask:
-            names = ", ".join(provider_name(o.provider) for o in others_with_mask)
-            text = f"{provider_name(off.provider)} takes no mask; requests with a mask are routed to {names}"
-            rows.append(ParamRow("mask", "supported", text))
-        else:
-            rows.append(ParamRow("mask", "not available", "refused: no provider of this model takes a mask"))
-    else:
-        rows.append(ParamRow("image", "not available", "text-to-image takes no input image (use image-edit)"))
-        rows.append(ParamRow("mask", "not available", "edits only"))
+    rows += _input_rows(model, off, mode, others_with_mask)
     if caps.streaming:
         stream = "passthrough: server-sent partial images (partial_images 0-3), n must be 1"
     else:
