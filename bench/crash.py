@@ -37,11 +37,16 @@ from bench.harness import fake_control, machine, start_fake, stop
 KEY = "sk-crash"
 
 
-def config(openai_url: str, database_url: str) -> str:
+def config(openai_url: str, database_url: str, total: int) -> str:
+    # The resource envelope would hold most requests back (32 in flight, 1 GiB of estimated image
+    # memory): let every request be in flight at once, as this measures the ledger, not the envelope.
     return f"""
 instance_id = "crash-bench"
 database_url = "{database_url}"
 request_timeout_seconds = 120
+[limits]
+max_image_requests_in_flight = {total}
+image_memory_bytes = {total * 64 * 1024 * 1024}
 [providers.openai]
 base_url = "{openai_url}"
 api_key_env = "CRASH_OPENAI_KEY"
@@ -139,7 +144,7 @@ async def main(total: int, in_flight: int, sqlite: bool) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="imagegate-crash-"))
     fake, fake_port = await start_fake("openai", ["--key", KEY, "--latency", "5"])
     database_url, pg_name = await prepare_database(sqlite, data_dir)
-    (data_dir / "imagegate.toml").write_text(config(f"http://127.0.0.1:{fake_port}/v1", database_url))
+    (data_dir / "imagegate.toml").write_text(config(f"http://127.0.0.1:{fake_port}/v1", database_url, total))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     gateway = launch(data_dir, port)

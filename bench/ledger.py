@@ -1,10 +1,13 @@
 """Ledger write overhead per request, and the concurrent budget race, on SQLite and PostgreSQL.
 
 For each database (a fresh SQLite file in WAL mode with synchronous=FULL; a fresh PostgreSQL
-database), in the same process:
-  - `begin` (reserve against the key's budget + insert the pending row) and `settle` (update the
-    row, release the reservation, add the cost) timed per request: median and p99 over N
-    sequential requests, and throughput at concurrency 20;
+database) and each write mode (group commit through the ledger's one writer, the default; one
+transaction per operation, `Ledger(db, group_commit=False)`), in the same process:
+  - a request is `begin` (reserve against the key's budget + insert the pending row) then `settle`
+    (update the row, release the reservation, add the cost); timed per request: p50 and p99 over N
+    sequential requests, over N requests at concurrency 50, and throughput at concurrency 20 and 50;
+  - CPU per request at concurrency 50 (process time, every thread: Python, driver, SQLite and its
+    fsyncs) and transactions committed per request (group commit: the writer's counter);
   - the race: 50 `begin` calls started together (asyncio.Barrier) against a key whose budget
     covers exactly one reservation: how many were admitted (must be 1).
 
@@ -19,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -27,12 +31,23 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import machine, percentile
-from imagegate.accounting.keys import KeyStore
+from imagegate.accounting.keys import ApiKey, KeyStore
 from imagegate.accounting.ledger import Ledger, LedgerEntry, Settlement
 from imagegate.errors import BudgetExceededError
 from imagegate.storage.db import Database
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass
+class Result:
+    sequential: list[float]
+    concurrent: list[float]
+    rps20: float
+    rps50: float
+    cpu_ms: float
+    commits: float | None
+    admitted: int
 
 
 def entry(key_id: str, reserve: Decimal) -> LedgerEntry:
@@ -64,7 +79,7 @@ def settlement() -> Settlement:
     )
 
 
-async def one_request(ledger: Ledger, key) -> float:
+async def one_request(ledger: Ledger, key: ApiKey) -> float:
     started = time.perf_counter()
     row = entry(key.id, Decimal("0.011"))
     await ledger.begin(row, key)
@@ -72,33 +87,38 @@ async def one_request(ledger: Ledger, key) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-async def measure(url: str, total: int) -> dict[str, float | int]:
+async def at_concurrency(ledger: Ledger, key: ApiKey, total: int, limit: int) -> tuple[list[float], float, float]:
+    """Latencies, requests/s and CPU ms per request with `limit` requests in flight."""
+    sem = asyncio.Semaphore(limit)
+
+    async def limited() -> float:
+        async with sem:
+            return await one_request(ledger, key)
+
+    cpu, started = time.process_time(), time.perf_counter()
+    latencies = await asyncio.gather(*(limited() for _ in range(total)))
+    elapsed = time.perf_counter() - started
+    return list(latencies), total / elapsed, (time.process_time() - cpu) / total * 1000
+
+
+async def measure(url: str, total: int, group_commit: bool) -> Result:
     db = await Database.connect(url)
     await db.migrate()
-    keys, ledger = KeyStore(db, b"pepper"), Ledger(db)
+    keys, ledger = KeyStore(db, b"pepper"), Ledger(db, group_commit)
     try:
         key, _ = await keys.create("bench", Decimal("1000000"), None, None, None)
         for _ in range(20):
             await one_request(ledger, key)
         sequential = [await one_request(ledger, key) for _ in range(total)]
-        started = time.perf_counter()
-        sem = asyncio.Semaphore(20)
-
-        async def limited() -> float:
-            async with sem:
-                return await one_request(ledger, key)
-
-        await asyncio.gather(*(limited() for _ in range(total)))
-        throughput = total / (time.perf_counter() - started)
+        _, rps20, _ = await at_concurrency(ledger, key, total, 20)
+        commits_before = ledger.writer.commits if ledger.writer else 0
+        concurrent, rps50, cpu_ms = await at_concurrency(ledger, key, total, 50)
+        commits = (ledger.writer.commits - commits_before) / total if ledger.writer else None
         admitted = await race(keys, ledger)
     finally:
+        await ledger.aclose()
         await db.close()
-    return {
-        "p50": percentile(sequential, 50),
-        "p99": percentile(sequential, 99),
-        "rps": throughput,
-        "admitted": admitted,
-    }
+    return Result(sequential, concurrent, rps20, rps50, cpu_ms, commits, admitted)
 
 
 async def race(keys: KeyStore, ledger: Ledger) -> int:
@@ -122,24 +142,30 @@ async def main(total: int) -> None:
     conn = await asyncpg.connect(PG_ADMIN)
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
+    pg_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    results: dict[tuple[str, str], Result] = {}
     try:
-        results = {
-            "SQLite (WAL, synchronous=FULL)": await measure(sqlite_url, total),
-            "PostgreSQL 15 (loopback)": await measure(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", total),
-        }
+        for database, url in (("SQLite (WAL, synchronous=FULL)", sqlite_url), ("PostgreSQL 15 (loopback)", pg_url)):
+            for mode, group_commit in (("group commit", True), ("transaction per operation", False)):
+                results[database, mode] = await measure(url, total, group_commit)
     finally:
         conn = await asyncpg.connect(PG_ADMIN)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.close()
     print(f"machine: {machine()}")
-    print(f"{total} requests: begin (reserve + pending row) + settle (row + budget), one transaction each\n")
+    print(f"{total} requests per column: begin (reserve + pending row) + settle (row + budget)\n")
     print(
-        "| database | p50 ms / request | p99 ms / request | requests/s at concurrency 20 "
-        "| budget race: admitted of 50 (budget for 1) |"
+        "| database | writes | sequential p50 / p99 ms | concurrency 50: p50 / p99 ms | requests/s at 20 / 50 "
+        "| CPU ms / request at 50 | transactions / request at 50 | budget race: admitted of 50 (budget for 1) |"
     )
-    print("|---|---|---|---|---|")
-    for name, r in results.items():
-        print(f"| {name} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} | {r['admitted']} |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (database, mode), r in results.items():
+        commits = f"{r.commits:.2f}" if r.commits is not None else "2"
+        print(
+            f"| {database} | {mode} | {percentile(r.sequential, 50):.2f} / {percentile(r.sequential, 99):.2f} "
+            f"| {percentile(r.concurrent, 50):.2f} / {percentile(r.concurrent, 99):.2f} "
+            f"| {r.rps20:.0f} / {r.rps50:.0f} | {r.cpu_ms:.2f} | {commits} | {r.admitted} |"
+        )
 
 
 if __name__ == "__main__":

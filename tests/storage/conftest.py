@@ -66,8 +66,12 @@ def keys(db: Database) -> KeyStore:
 
 
 @pytest.fixture
-def ledger(db: Database) -> Ledger:
-    return Ledger(db)
+async def ledger(db: Database) -> AsyncIterator[Ledger]:
+    ledger = Ledger(db)
+    try:
+        yield ledger
+    finally:
+        await ledger.aclose()
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 Started lazily on first use (and eagerly from the server's lifespan): connect, migrate, then
 reconcile this instance's unsettled ledger rows left by a crash. A background task reconciles
-rows of any instance that are older than any live request could be.
+rows of any instance that are older than any live request could be. `aclose` flushes the ledger's
+group-commit writer (queued begin/settle operations commit) before it closes the database.
 """
 
 from __future__ import annotations
@@ -87,5 +88,6 @@ class Runtime:
                 await self._reconciler
         await self.limiter.aclose()
         if self._db is not None:
+            await self.ledger.aclose()  # flush: queued ledger writes commit before the database closes
             await self._db.close()
             self._db = None

@@ -6,6 +6,10 @@ Every statement runs inside `Database.transaction()`, the one place where a conn
 SQLite: WAL, synchronous=FULL, a 10 s busy timeout and foreign keys on every connection. Write
 transactions start with ``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead
 of failing to upgrade a read lock; read-only ones use a plain (deferred) BEGIN and never block.
+`run_write` (the ledger's group commit, see storage.writer) runs a synchronous function in one write
+transaction: for a SQLite file on a dedicated thread with its own (stdlib sqlite3) connection, so a
+whole batch costs one thread hop instead of several per statement through aiosqlite; elsewhere on
+the async engine through `AsyncConnection.run_sync`.
 
 PostgreSQL: a ``search_path`` query parameter in the URL (``...?search_path=imagegate``) selects a
 schema; other query parameters go to asyncpg unchanged.
@@ -13,19 +17,22 @@ schema; other query parameters go to asyncpg unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, exc, make_url, text
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy import create_engine, event, exc, make_url, text
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from imagegate.errors import ServiceUnavailableError
 
 log = logging.getLogger("imagegate.storage")
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _IMMEDIATE = "imagegate_sqlite_immediate"
@@ -63,18 +70,57 @@ def _is_unavailable(error: BaseException) -> bool:
     return isinstance(error, _UNAVAILABLE)
 
 
+@contextmanager
+def _unavailable_as_503() -> Iterator[None]:
+    """The boundary: connection-level failures become `ServiceUnavailableError`, others pass through."""
+    try:
+        yield
+    except Exception as error:
+        if not _is_unavailable(error):
+            raise
+        log.warning("database unavailable: %s: %s", type(error).__name__, _short(error))
+        raise ServiceUnavailableError("database unavailable") from error
+
+
+class _SqliteWriter:
+    """One thread and one synchronous engine (a pool of one connection) for a SQLite file's batches."""
+
+    def __init__(self, url: URL) -> None:
+        self.engine = create_engine(url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0)
+        event.listen(self.engine, "connect", _sqlite_on_connect)
+        event.listen(self.engine, "begin", _sqlite_begin_immediate)
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagegate-sqlite-writer")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, work)
+
+    def _transaction(self, work: Callable[[Connection], T]) -> T:
+        with self.engine.begin() as conn:
+            return work(conn)
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:  # the connection is closed by the thread that opened it
+            await asyncio.get_running_loop().run_in_executor(thread, self.engine.dispose)
+            thread.shutdown(wait=True)
+
+
 class Database:
     """An async engine plus the transaction boundary every query goes through."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, sqlite_writer: _SqliteWriter | None = None) -> None:
         self._engine = engine
+        self._sqlite_writer = sqlite_writer
 
     @classmethod
     async def connect(cls, url: str) -> Database:
         """Build the engine (no connection is made yet: failures surface from `transaction()`)."""
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
-            return cls(_sqlite_engine(parsed))
+            file = bool(parsed.database) and parsed.database != ":memory:"
+            return cls(_sqlite_engine(parsed), _SqliteWriter(parsed) if file else None)
         if parsed.get_backend_name() == "postgresql":
             return cls(_postgres_engine(parsed))
         raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
@@ -82,6 +128,11 @@ class Database:
     @property
     def engine(self) -> AsyncEngine:
         return self._engine
+
+    @property
+    def writer_engine(self) -> Engine:
+        """The engine whose connections run `run_write` (for event hooks: counting commits, faults)."""
+        return self._sqlite_writer.engine if self._sqlite_writer is not None else self._engine.sync_engine
 
     @property
     def dialect(self) -> str:
@@ -96,17 +147,22 @@ class Database:
         `ServiceUnavailableError`; other exceptions (integrity errors, the caller's own) pass through.
         `readonly` only matters on SQLite, where writers take the write lock up front.
         """
-        try:
+        with _unavailable_as_503():
             async with self._engine.connect() as conn:
                 if not readonly:
                     await conn.execution_options(**{_IMMEDIATE: True})
                 async with conn.begin():
                     yield conn
-        except Exception as error:
-            if not _is_unavailable(error):
-                raise
-            log.warning("database unavailable: %s: %s", type(error).__name__, _short(error))
-            raise ServiceUnavailableError("database unavailable") from error
+
+    async def run_write(self, work: Callable[[Connection], T]) -> T:
+        """Run `work(connection)` in one write transaction: committed when it returns, rolled back when
+        it raises. Same error boundary as `transaction()`. `work` runs synchronously (on SQLite files in
+        the writer thread), so it must not touch the event loop."""
+        if self._sqlite_writer is not None:
+            with _unavailable_as_503():
+                return await self._sqlite_writer.run(work)
+        async with self.transaction() as conn:
+            return await conn.run_sync(work)
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (alembic ``upgrade head``); a no-op when current."""
@@ -121,6 +177,8 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.close()
         await self._engine.dispose()
 
 
@@ -164,6 +222,10 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
             cursor.execute(pragma)
     finally:
         cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
