@@ -453,7 +453,7 @@ class FakeFal:
         if job.cancelled:
             body.update({"error": "Request was cancelled", "error_type": "request_cancelled"})
         elif job.failure is not None:
-            body.update(_error_fields(job.failure))
+            body.update(faults.echo(_error_fields(job.failure), request))
         return _json(200, body)
 
     async def _result(self, request: web.Request) -> web.StreamResponse:
@@ -465,7 +465,7 @@ class FakeFal:
         if job.cancelled:
             return _json(400, {"detail": "Request was cancelled"})
         if job.failure is not None:
-            return _json(job.failure[0], job.failure[1])
+            return _json(job.failure[0], faults.echo(job.failure[1], request))
         assert job.output is not None
         if job.fault is not None and job.fault.kind in ("malformed", "error_200", "reset", "truncate"):
             spoiled = await misbehave(request, job.fault, orjson.dumps(job.output), "application/json")
@@ -551,13 +551,16 @@ async def misbehave(request: web.Request, fault: Fault, sample: bytes, content_t
         return await faults.reset_connection(request)
     if fault.kind == "truncate":
         return await faults.truncated_response(request, sample, content_type)
+    headers = faults.echo(fault.headers, request)
     if fault.kind == "malformed":
-        return web.Response(status=200, body=b"<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+        text = fault.body if isinstance(fault.body, str) else "<html><body>502 Bad Gateway</body></html>"
+        return web.Response(status=200, body=faults.echo(text, request).encode(), content_type="text/html")
     if fault.kind == "error_200":
-        return _json(200, {"detail": "Internal server error"})
+        body = faults.echo(fault.body, request) if fault.body is not None else {"detail": "Internal server error"}
+        return _json(200, body)
     if fault.kind == "status":
-        body = fault.body if fault.body is not None else _status_body(fault.status)
-        return _json(fault.status, body, fault.headers)
+        body = faults.echo(fault.body, request) if fault.body is not None else _status_body(fault.status)
+        return _json(fault.status, body, headers)
     return None
 
 

@@ -9,6 +9,10 @@ script over HTTP for standalone use:
     POST /_fake/rates    {"seed": 1, "rates": {"status:500": 0.10, "reset": 0.02}, "latency": 0.05}
     GET  /_fake/requests the recorded requests (method, path, headers, JSON body or form fields)
     POST /_fake/clear    forget faults, rates and recorded requests
+
+Echo: in a fault's body (any string inside it, or a `malformed`/`error_200` body given as text) and
+header values, ``{authorization}`` becomes the request's Authorization header and ``{token}`` the
+credential alone, as a misconfigured upstream or proxy quoting the request back would do.
 """
 
 from __future__ import annotations
@@ -150,6 +154,23 @@ def add_control_routes(app: web.Application, script: FaultScript, recorded: list
     app.router.add_post("/_fake/rates", rates)
     app.router.add_get("/_fake/requests", requests)
     app.router.add_post("/_fake/clear", clear)
+
+
+ECHO_AUTHORIZATION = "{authorization}"
+ECHO_TOKEN = "{token}"
+
+
+def echo(value: Any, request: web.Request) -> Any:
+    """`value` (a JSON body, a text body or a headers dict) with the echo placeholders filled in."""
+    if isinstance(value, str):
+        header = request.headers.get("Authorization", "")
+        token = header.partition(" ")[2].strip() or header
+        return value.replace(ECHO_AUTHORIZATION, header).replace(ECHO_TOKEN, token)
+    if isinstance(value, dict):
+        return {echo(k, request): echo(v, request) for k, v in value.items()}
+    if isinstance(value, list):
+        return [echo(item, request) for item in value]
+    return value
 
 
 def lower_headers(request: web.Request) -> dict[str, str]:

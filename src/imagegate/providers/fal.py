@@ -43,10 +43,10 @@ from imagegate.providers.fal_wire import (
     parse_submit,
     png_data_uri,
     result_metadata,
-    scrub,
     translate_error,
 )
 from imagegate.providers.http import HttpClient, UpstreamResponse
+from imagegate.redaction import Redactor
 
 NAME = "fal"
 DEFAULT_RUN_URL = "https://fal.run"
@@ -89,6 +89,7 @@ class FalProvider:
     def __init__(self, config: FalConfig, key: str | None) -> None:
         self.config = config
         self._key = key or None
+        self._redactor = Redactor([self._key])  # the registry's boundary masks it too; this covers direct use
         # Two sessions: API calls carry the key; result files (fal's CDN) never do.
         self._api = self._client(config)
         self._files = self._client(config)
@@ -113,7 +114,7 @@ class FalProvider:
         try:
             return await self._run(job, inputs, ctx)
         except ImagegateError as exc:
-            scrub(exc, self._key)
+            self._redactor.error(exc)
             raise
 
     def stream(self, job: ProviderJob, inputs: EditInputs | None, ctx: CallContext) -> AsyncIterator[StreamEvent]:

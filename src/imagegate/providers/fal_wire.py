@@ -29,6 +29,7 @@ from imagegate.errors import (
 )
 from imagegate.imaging.probe import sniff_format
 from imagegate.providers.http import UpstreamResponse, retry_after_seconds
+from imagegate.redaction import MAX_RELAYED_CHARS, relayable
 
 NAME = "fal"
 POLICY_VIOLATION = "content_policy_violation"
@@ -53,7 +54,8 @@ IMAGE_FIELDS = {
     "fal-ai/flux-pro/kontext/max": "image_url",
     "fal-ai/flux-pro/kontext/multi": "image_urls",
 }
-_DETAIL_CHARS = 300
+_DETAIL_CHARS = MAX_RELAYED_CHARS  # upstream words relayed to a caller: redacted, then cut
+_FIELD_CHARS = 64
 
 
 # --- request ---------------------------------------------------------------------------------
@@ -229,7 +231,9 @@ def image_format(data: bytes, content_type: str | None) -> str:
         return sniffed
     declared = (content_type or "unknown").split(";")[0].strip().lower()
     raise UpstreamMalformedError(
-        f"fal returned a file that is not an image (declared {declared[:60]})", provider=NAME, may_have_charged=True
+        f"fal returned a file that is not an image (declared {relayable(declared, 60)})",
+        provider=NAME,
+        may_have_charged=True,
     )
 
 
@@ -322,22 +326,8 @@ def _loc_field(loc: object) -> str | None:
         return None
     for part in loc:
         if isinstance(part, str) and part != "body":
-            return part
+            return relayable(part, _FIELD_CHARS)
     return None
-
-
-def scrub(error: ImagegateError, secret: str | None) -> ImagegateError:
-    """Remove the key (and each of its `id:secret` halves) from a message built from upstream text."""
-    if not secret:
-        return error
-    message = error.message
-    for part in sorted({secret, *secret.split(":")}, key=len, reverse=True):
-        if len(part) >= 4:
-            message = message.replace(part, "***")
-    if message != error.message:
-        error.message = message
-        error.args = (message,)
-    return error
 
 
 def _loads(data: bytes) -> Any:
@@ -354,8 +344,7 @@ def _short(value: object) -> str:
         text = orjson.dumps(value).decode()
     else:
         return ""
-    text = " ".join(text.split())
-    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
+    return relayable(text, _DETAIL_CHARS)  # credential patterns masked (a proxy may echo our header)
 
 
 def _detail_suffix(body: Any) -> str:
