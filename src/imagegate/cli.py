@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 
 import click
+import orjson
 import pybase64
 
 from imagegate import cli_accounts
@@ -58,9 +59,8 @@ def main() -> None:
 @common_options
 def serve(host: str | None, port: int | None, log_level: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Start the gateway."""
-    import uvicorn
-
     from imagegate.web.app import create_app
+    from imagegate.web.server import serve as run_server
 
     settings = _settings(config_file, data_dir, host, port)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -72,16 +72,7 @@ def serve(host: str | None, port: int | None, log_level: str, config_file: Path 
         err=True,
     )
     _warn_open(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    run_server(app, settings, log_level, app.state.runtime.metrics)
 
 
 def _warn_open(settings: Settings) -> None:
@@ -174,6 +165,7 @@ async def _generate(
     from imagegate.schemas import GenerateParams, parse_params
     from imagegate.web.app import create_app
     from imagegate.web.middleware import new_request_id
+    from imagegate.web.render import images_body
 
     app = create_app(settings)
     service = app.state.service
@@ -187,10 +179,12 @@ async def _generate(
     params = parse_params(GenerateParams, {k: v for k, v in fields.items() if v is not None})
     try:
         prepared = service.prepare(params, "text-to-image")
-        result = await service.execute(prepared, None, new_request_id(), "http://localhost")
+        completion = await service.execute(prepared, None, new_request_id())
+        items = await service.deliver(prepared, completion, "http://localhost")
     finally:
         await app.state.registry.aclose()
-    return result.body
+    body: dict[str, object] = orjson.loads(images_body(completion, items))
+    return body
 
 
 def _load(config_file: Path | None, data_dir: Path | None) -> Settings:

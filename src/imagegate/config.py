@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
 
 DEFAULT_DATA_DIR = Path("data")
 
@@ -35,6 +35,16 @@ class Limits(_Strict):
     max_json_bytes: int = Field(1024 * 1024, gt=0)
     # JSON edits carry their images inline as data URLs, so they get the multipart cap.
     max_json_edit_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    # The resource envelope (docs/configuration.md, "Resource envelope"): image memory and image
+    # requests in flight, process-wide; what does not fit waits in a FIFO queue, beyond it 503.
+    image_memory_bytes: int = Field(1024 * 1024 * 1024, gt=0)
+    max_image_requests_in_flight: int = Field(32, gt=0)
+    image_queue_length: int = Field(256, ge=0)
+    image_queue_wait_seconds: float = Field(60.0, ge=0)
+    # Inputs above this many pixels are reduced by an integer factor while they are decoded.
+    max_decoded_input_pixels: int = Field(16 * 1024 * 1024, gt=0)
+    # Idle this long: give freed heap back to the OS (glibc malloc_trim); 0 turns it off.
+    memory_trim_idle_seconds: float = Field(2.0, ge=0)
 
 
 class SandboxSettings(_Strict):
@@ -49,6 +59,26 @@ class SandboxSettings(_Strict):
 class FileSettings(_Strict):
     ttl_seconds: int = Field(3600, gt=0, le=7 * 24 * 3600)
     signing_key_env: str = "IMAGEGATE_SIGNING_KEY"
+    # Expired files are deleted at start and then every `purge_interval_seconds` (in a thread).
+    purge_interval_seconds: float = Field(300.0, gt=0)
+    # Optional cap on the stored files' total size: over it, the oldest files go first (links break early).
+    max_bytes: int | None = Field(None, gt=0)
+
+
+class ServerSettings(_Strict):
+    """The HTTP server edge: which proxies to believe, slow clients, connection cap, shutdown."""
+
+    # Peers whose X-Forwarded-For / Forwarded headers are believed; empty: those headers are ignored.
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
+    proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_idle_timeout_seconds: float = Field(30.0, gt=0)
+    # Average upload rate a request body must keep after the grace period (0: no minimum).
+    min_upload_bytes_per_second: int = Field(8192, ge=0)
+    min_upload_grace_seconds: float = Field(10.0, ge=0)
+    max_connections: int = Field(512, gt=0)
+    keep_alive_seconds: int = Field(5, gt=0)
+    shutdown_grace_seconds: int = Field(30, ge=0)
 
 
 class CatalogSettings(_Strict):
@@ -125,8 +155,10 @@ class PlaygroundSettings(_Strict):
 
 
 class AuthSettings(_Strict):
-    """`open`: no key needed (a key, if sent, is still checked and accounted); `keys`: every /v1 call
-    needs `Authorization: Bearer <key>`. The pepper is the HMAC key for stored key hashes."""
+    """`open`: no key needed; a bearer token that is an imagegate key (``igk_...``) is still checked
+    (unknown or revoked: 401) and accounted to that key, any other token (SDKs insist on one) is
+    anonymous. `keys`: every /v1 call and /metrics needs `Authorization: Bearer <key>`. The pepper
+    is the HMAC key for stored key hashes."""
 
     mode: Literal["open", "keys"] = "open"
     pepper_env: str = "IMAGEGATE_KEY_PEPPER"
@@ -151,6 +183,7 @@ class Settings(_Strict):
     redis_url: str | None = None
     auth: AuthSettings = Field(default_factory=AuthSettings)
     playground: PlaygroundSettings = Field(default_factory=PlaygroundSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     instance_id: str | None = None
 
     def resolved_database_url(self) -> str:

@@ -9,13 +9,23 @@ bug answered as a bare 500.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imagegate.routing.router import Attempt
+
 
 class ImagegateError(Exception):
-    """Base class. Subclasses set the class attributes; instances may override param/code."""
+    """Base class. Subclasses set the class attributes; instances may override param/code.
+
+    `attempts` lists the upstream attempts made before the error (set by the router; empty when
+    the request failed before routing), so accounting settles a failure from typed records.
+    """
 
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    attempts: tuple[Attempt, ...] = ()
 
     def __init__(
         self,
@@ -134,6 +144,14 @@ class MethodNotAllowedError(ImagegateError):
     code = "method_not_allowed"
 
 
+class RequestTimeoutError(ImagegateError):
+    """408: the request's headers or body arrived too slowly; the connection is closed after the answer."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class PayloadTooLargeError(ImagegateError):
     status = 413
     type = "invalid_request_error"
@@ -232,6 +250,20 @@ class ServiceUnavailableError(ImagegateError):
     status = 503
     type = "server_error"
     code = "service_unavailable"
+
+
+class ServerBusyError(ImagegateError):
+    """503: the process's image memory or request budget is full and the wait ran out; see Retry-After."""
+
+    status = 503
+    type = "server_error"
+    code = "server_busy"
+
+
+class TooManyConnectionsError(ServiceUnavailableError):
+    """503: the server is at its connection cap ([server] max_connections); retry shortly."""
+
+    code = "too_many_connections"
 
 
 class InternalError(ImagegateError):

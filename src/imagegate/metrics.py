@@ -6,6 +6,7 @@ collide on metric names; `render()` gives the exposition text and its content ty
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -83,6 +84,44 @@ class Metrics:
             ("provider", "model"),
             registry=reg,
         )
+        self.stored_bytes = Gauge(
+            "imagegate_stored_file_bytes", "Bytes of result files in the data dir, as of the last purge.", registry=reg
+        )
+        self.stored_files = Gauge(
+            "imagegate_stored_files", "Result files in the data dir, as of the last purge.", registry=reg
+        )
+        self.files_purged = Counter(
+            "imagegate_files_purged_total",
+            "Stored files deleted, by reason (expired, disk_cap, stale_temp).",
+            ("reason",),
+            registry=reg,
+        )
+        self.slow_client_refusals = Counter(
+            "imagegate_slow_client_refusals_total",
+            "Requests cut off for slowness, by reason (header_timeout, body_idle, upload_rate).",
+            ("reason",),
+            registry=reg,
+        )
+        self.connections_refused = Counter(
+            "imagegate_connections_refused_total",
+            "Connections answered 503 because the server was at [server] max_connections.",
+            registry=reg,
+        )
+        self.envelope_in_flight = Gauge(
+            "imagegate_envelope_in_flight", "Image requests holding a reservation in the envelope.", registry=reg
+        )
+        self.envelope_queued = Gauge(
+            "imagegate_envelope_queued", "Image requests waiting for the envelope.", registry=reg
+        )
+        self.envelope_reserved_bytes = Gauge(
+            "imagegate_envelope_reserved_bytes", "Image memory reserved by requests in flight.", registry=reg
+        )
+        self.envelope_refusals = Counter(
+            "imagegate_envelope_refusals_total",
+            "Image requests refused by the envelope (queue_full, wait_timeout, too_large).",
+            ("reason",),
+            registry=reg,
+        )
 
     def observe_request(
         self,
@@ -115,6 +154,28 @@ class Metrics:
 
     def set_breaker_open(self, provider: str, model: str, is_open: bool) -> None:
         self.breaker_open.labels(provider, model).set(1 if is_open else 0)
+
+    def set_envelope(self, in_flight: int, queued: int, reserved_bytes: int) -> None:
+        self.envelope_in_flight.set(in_flight)
+        self.envelope_queued.set(queued)
+        self.envelope_reserved_bytes.set(reserved_bytes)
+
+    def observe_envelope_refusal(self, reason: str) -> None:
+        self.envelope_refusals.labels(reason).inc()
+
+    def observe_storage(self, stored_bytes: int, stored_files: int, purged: Mapping[str, int]) -> None:
+        """Record the data dir's size after a purge and what the purge deleted, by reason."""
+        self.stored_bytes.set(stored_bytes)
+        self.stored_files.set(stored_files)
+        for reason, count in purged.items():
+            if count > 0:
+                self.files_purged.labels(reason).inc(count)
+
+    def observe_slow_client(self, reason: str) -> None:
+        self.slow_client_refusals.labels(reason).inc()
+
+    def observe_connection_refused(self) -> None:
+        self.connections_refused.inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text of this instance's registry and its content type."""

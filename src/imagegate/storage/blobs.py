@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,12 @@ CONTENT_TYPES = {
     "avif": "image/avif",
 }
 _ID = re.compile(r"^img_[A-Za-z0-9_-]{22}$")
+_EXTS = "|".join(CONTENT_TYPES)
+_FILE_NAME = re.compile(rf"^img_[A-Za-z0-9_-]{{22}}\.({_EXTS})$")
+# `_write_atomic` writes `.<name>.tmp` and renames it; such a file is never purged while it may
+# still be being written, only once it is older than this (an orphan of a crash).
+_TEMP_NAME = re.compile(rf"^\.img_[A-Za-z0-9_-]{{22}}\.({_EXTS})\.tmp$")
+TEMP_GRACE_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -31,12 +38,41 @@ class StoredFile:
         return CONTENT_TYPES[self.format]
 
 
-class LocalBlobStore:
-    """Files under ``<data_dir>/files/<id>.<ext>``; writes are atomic (temp file + rename)."""
+@dataclass(frozen=True)
+class PurgeReport:
+    """What one purge deleted, by reason, and what is left (files and bytes, temp files included)."""
 
-    def __init__(self, root: Path) -> None:
+    expired: int = 0
+    disk_cap: int = 0
+    stale_temp: int = 0
+    files_stored: int = 0
+    bytes_stored: int = 0
+
+    def purged(self) -> dict[str, int]:
+        return {"expired": self.expired, "disk_cap": self.disk_cap, "stale_temp": self.stale_temp}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: Path
+    mtime: float
+    size: int
+
+
+class LocalBlobStore:
+    """Files under ``<data_dir>/files/<id>.<ext>``; writes are atomic (temp file + rename).
+
+    With `max_bytes`, `put` calls `on_over_cap` (set by the retention task) once the running
+    size estimate goes over the cap, so a purge need not wait for its next interval.
+    """
+
+    def __init__(self, root: Path, max_bytes: int | None = None) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.bytes_estimate = 0  # stored bytes as of the last purge plus what was written since
+        self.bytes_written = 0  # total written by this process (monotonic)
+        self.on_over_cap: Callable[[], None] | None = None
 
     @staticmethod
     def valid_id(file_id: str) -> bool:
@@ -48,6 +84,10 @@ class LocalBlobStore:
         file_id = "img_" + secrets.token_urlsafe(16)
         path = self.root / f"{file_id}.{fmt}"
         await asyncio.to_thread(_write_atomic, path, data)
+        self.bytes_written += len(data)
+        self.bytes_estimate += len(data)
+        if self.max_bytes is not None and self.bytes_estimate > self.max_bytes and self.on_over_cap is not None:
+            self.on_over_cap()
         return StoredFile(file_id, path, fmt)
 
     def find(self, file_id: str) -> StoredFile | None:
@@ -64,21 +104,68 @@ class LocalBlobStore:
         if found is not None:
             await asyncio.to_thread(found.path.unlink, missing_ok=True)
 
+    def purge(self, ttl_seconds: float, max_bytes: int | None = None, now: float | None = None) -> PurgeReport:
+        """Delete files whose links have all expired, then, while over `max_bytes`, the oldest ones.
+
+        Blocking (directory scan and unlinks): run it in a thread. Temp files of writes in progress
+        are counted but never deleted unless older than max(ttl, TEMP_GRACE_SECONDS).
+        """
+        now = time.time() if now is None else now
+        expired = stale = 0
+        kept: list[_Entry] = []
+        temp_bytes = temp_files = 0
+        for entry in self._scan():
+            if _TEMP_NAME.match(entry.path.name):
+                if entry.mtime < now - max(ttl_seconds, TEMP_GRACE_SECONDS) and _unlink(entry.path):
+                    stale += 1
+                else:
+                    temp_bytes += entry.size
+                    temp_files += 1
+            elif entry.mtime < now - ttl_seconds:
+                expired += _unlink(entry.path)
+            else:
+                kept.append(entry)
+        total = temp_bytes + sum(entry.size for entry in kept)
+        capped = 0
+        if max_bytes is not None and total > max_bytes:
+            kept.sort(key=lambda entry: entry.mtime)
+            while kept and total > max_bytes:
+                oldest = kept.pop(0)
+                total -= oldest.size
+                capped += _unlink(oldest.path)
+        return PurgeReport(expired, capped, stale, len(kept) + temp_files, total)
+
     def purge_older_than(self, seconds: float) -> int:
         """Delete files whose links have all expired; returns how many were removed."""
-        cutoff = time.time() - seconds
-        removed = 0
-        for path in self.root.iterdir():
-            try:
-                if path.stat().st_mtime < cutoff:
-                    path.unlink(missing_ok=True)
-                    removed += 1
-            except FileNotFoundError:
-                continue
-        return removed
+        return self.purge(seconds).expired
+
+    def _scan(self) -> list[_Entry]:
+        """This store's files (final and temp); anything else in the directory is left alone."""
+        entries: list[_Entry] = []
+        with os.scandir(self.root) as scan:
+            for item in scan:
+                if not (_FILE_NAME.match(item.name) or _TEMP_NAME.match(item.name)):
+                    continue
+                try:
+                    if not item.is_file(follow_symlinks=False):
+                        continue
+                    stat = item.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                entries.append(_Entry(Path(item.path), stat.st_mtime, stat.st_size))
+        return entries
 
     def count(self) -> int:
         return sum(1 for path in self.root.iterdir() if not path.name.startswith("."))
+
+
+def _unlink(path: Path) -> bool:
+    """True if this call removed the file (False if someone else already had)."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

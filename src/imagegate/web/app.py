@@ -22,6 +22,8 @@ from imagegate.accounting.gate import Gate
 from imagegate.accounting.runtime import Runtime
 from imagegate.catalog.loader import Catalog, load_catalog
 from imagegate.config import Settings
+from imagegate.core.quoting import clip
+from imagegate.envelope import build_envelope
 from imagegate.errors import (
     ImagegateError,
     InternalError,
@@ -30,12 +32,20 @@ from imagegate.errors import (
 )
 from imagegate.imaging.pool import shutdown_pool
 from imagegate.providers.registry import ProviderRegistry, build_registry
+from imagegate.redaction import install as install_redaction
+from imagegate.redaction import local_secrets
 from imagegate.service import ImageService
 from imagegate.storage.blobs import LocalBlobStore
+from imagegate.storage.retention import Retention
 from imagegate.storage.signing import LinkSigner
 from imagegate.web import accounts, files, images, models, openapi
 from imagegate.web.disconnect import ClientDisconnected
-from imagegate.web.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from imagegate.web.middleware import (
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    body_timeout_middleware,
+    client_address_middleware,
+)
 from imagegate.web.responses import JSONResponse, error_response
 
 log = logging.getLogger("imagegate.web")
@@ -62,7 +72,7 @@ async def home(request: Request) -> Response:
 
 
 async def openapi_json(request: Request) -> JSONResponse:
-    return JSONResponse(openapi.document(request.app.state.settings))
+    return JSONResponse(openapi.document(request.app.state.settings, request.app.state.catalog))
 
 
 async def _imagegate_error(request: Request, exc: Exception) -> Response:
@@ -72,10 +82,14 @@ async def _imagegate_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    path = clip(request.url.path)
     if exc.status_code == 405:
-        return error_response(MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}"))
+        # RFC 9110: a 405 names the methods the resource supports. Routes say so; StaticFiles does not.
+        allow = (exc.headers or {}).get("Allow") or "GET, HEAD"
+        message = f"{clip(request.method, 20)} is not allowed on {path}; use {allow}"
+        return error_response(MethodNotAllowedError(message, headers={"Allow": allow}))
     if exc.status_code == 404:
-        return error_response(NotFoundError(f"no route for {request.url.path}"))
+        return error_response(NotFoundError(f"no route for {path}"))
     error = ImagegateError(str(exc.detail))
     error.status = exc.status_code
     error.type = "invalid_request_error"
@@ -137,23 +151,25 @@ def create_app(
 ) -> Starlette:
     catalog = catalog or load_catalog(settings.catalog.paths, settings.status_overrides())
     registry = registry or build_registry(settings)
-    blobs = LocalBlobStore(settings.data_dir / "files")
+    registry.redactor.add(*local_secrets(settings))  # one Redactor: providers, logs, error bodies
+    install_redaction(registry.redactor)
+    blobs = LocalBlobStore(settings.data_dir / "files", settings.files.max_bytes)
     signer = LinkSigner(settings.resolved_signing_key(), settings.files.ttl_seconds)
     service = ImageService(settings, catalog, registry, blobs, signer, today)
     runtime = Runtime(settings)
     gate = Gate(runtime, service)
+    retention = Retention(blobs, settings.files, runtime.metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        removed = blobs.purge_older_than(settings.files.ttl_seconds)
-        if removed:
-            log.info("removed %d expired files", removed)
+        retention.start()  # purges expired files now, then every [files] purge_interval_seconds
         try:
             await runtime.ready()
         except ImagegateError as exc:
             log.error("database not ready at start (%s); requests get 503 until it is", exc.message)
         runtime.start_background()
         yield
+        await retention.stop()
         await registry.aclose()
         await runtime.aclose()
         shutdown_pool()
@@ -162,7 +178,9 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            client_address_middleware(settings.server),
             Middleware(RequestIdMiddleware),
+            body_timeout_middleware(settings.server, runtime.metrics.observe_slow_client),
             Middleware(BodyLimitMiddleware, limit_for=_body_limit(settings)),
         ],
         exception_handlers={
@@ -177,8 +195,10 @@ def create_app(
     app.state.catalog = catalog
     app.state.registry = registry
     app.state.blobs = blobs
+    app.state.retention = retention
     app.state.signer = signer
     app.state.service = service
     app.state.runtime = runtime
     app.state.gate = gate
+    app.state.envelope = build_envelope(settings.limits, runtime.metrics)
     return app
