@@ -1,9 +1,16 @@
-"""Input images for edits: data-URL decoding, header probing, then full decoding under the caps."""
+"""Input images for edits: data-URL decoding, header probing, then full decoding under the caps.
+
+`probe_inputs` reads every header (no pixel decoded) and works out what decoding will cost, so the
+envelope can reserve it first; `decode_inputs` then decodes the images one after another, each
+reduced on load to ``max_decoded_input_pixels`` (every catalog model produces at most about 17
+megapixels and providers fit their inputs to the output, so more detail is never used): a
+request holds at most one full-resolution image at a time, only while it is being decoded.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import binascii
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,8 +19,24 @@ import pybase64
 from imagegate.config import Limits
 from imagegate.errors import InvalidRequestError, UnsupportedParameterError
 from imagegate.imaging.pool import run_image_task
-from imagegate.imaging.probe import ImageLimits, check_request_pixels, decode_image, decode_mask, probe_image
+from imagegate.imaging.probe import (
+    DecodedImage,
+    ImageInfo,
+    ImageLimits,
+    check_request_pixels,
+    decode_image,
+    decode_mask,
+    probe_image,
+    reduce_factor,
+)
 from imagegate.providers.base import EditInputs
+
+# Decoding one image holds its full-resolution pixels in the file's mode plus, for palette or
+# 16-bit files, their RGB(A) conversion (up to 1 + 4 bytes a pixel), and the reduced copy.
+DECODE_BYTES_PER_PIXEL = 5
+# A decoded input while the request runs: RGBA pixels (4) plus the copy a provider re-encodes to
+# send it upstream (a PNG at compress level 1 of a photo is about 2 bytes a pixel).
+HELD_BYTES_PER_PIXEL = 6
 
 
 @dataclass(frozen=True)
@@ -22,6 +45,42 @@ class RawInput:
 
     param: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class ProbedInputs:
+    """Input images whose headers passed the caps, with what decoding them will hold."""
+
+    images: Sequence[RawInput]
+    mask: RawInput | None
+    infos: Sequence[ImageInfo]
+    mask_info: ImageInfo | None
+    max_pixels: int
+
+    def _held_pixels(self) -> list[int]:
+        infos = [*self.infos, *([self.mask_info] if self.mask_info else [])]
+        return [_reduced_pixels(info, self.max_pixels) for info in infos]
+
+    @property
+    def held_bytes(self) -> int:
+        """Image memory the decoded inputs hold for the rest of the request."""
+        return sum(self._held_pixels()) * HELD_BYTES_PER_PIXEL
+
+    @property
+    def decode_bytes(self) -> int:
+        """Peak while decoding (one file at a time): the largest full image plus everything held."""
+        infos = [*self.infos, *([self.mask_info] if self.mask_info else [])]
+        largest = max(info.pixels for info in infos)
+        return largest * DECODE_BYTES_PER_PIXEL + self.held_bytes
+
+    @property
+    def upload_bytes(self) -> int:
+        return sum(len(item.data) for item in [*self.images, *([self.mask] if self.mask else [])])
+
+
+def _reduced_pixels(info: ImageInfo, max_pixels: int) -> int:
+    factor = reduce_factor(info.width, info.height, max_pixels)
+    return math.ceil(info.width / factor) * math.ceil(info.height / factor)
 
 
 def image_limits(limits: Limits) -> ImageLimits:
@@ -49,14 +108,26 @@ def decode_data_url(url: str, param: str, max_bytes: int) -> bytes:
         raise InvalidRequestError("data URL is not valid base64", param=param) from None
 
 
-async def decode_inputs(images: Sequence[RawInput], mask: RawInput | None, limits: Limits) -> EditInputs:
+def probe_inputs(images: Sequence[RawInput], mask: RawInput | None, limits: Limits) -> ProbedInputs:
+    """Headers first, for every file: a bomb or a wrong type is refused before any pixel is decoded."""
     caps = image_limits(limits)
-    # Headers first, for every file: a bomb or a wrong type is refused before any pixel is decoded.
     infos = [probe_image(item.data, item.param, caps) for item in images]
     check_request_pixels(infos, caps)
-    decoded = await asyncio.gather(*(run_image_task(decode_image, i.data, i.param, caps) for i in images))
+    mask_info = probe_image(mask.data, mask.param, caps) if mask is not None else None
+    return ProbedInputs(images, mask, infos, mask_info, limits.max_decoded_input_pixels)
+
+
+async def decode_inputs(probed: ProbedInputs, limits: Limits) -> EditInputs:
+    """Decode the probed inputs one at a time, each reduced on load; the mask is fitted to the first."""
+    caps = image_limits(limits)
+    decoded: list[DecodedImage] = []
+    for item in probed.images:
+        decoded.append(await run_image_task(decode_image, item.data, item.param, caps, probed.max_pixels))
     decoded_mask = None
-    if mask is not None:
+    if probed.mask is not None:
         first = decoded[0]
-        decoded_mask = await run_image_task(decode_mask, mask.data, mask.param, (first.width, first.height), caps)
-    return EditInputs(images=list(decoded), mask=decoded_mask)
+        expected = first.source_size or (first.width, first.height)
+        fit = (first.width, first.height) if first.source_size else None
+        mask = probed.mask
+        decoded_mask = await run_image_task(decode_mask, mask.data, mask.param, expected, caps, fit)
+    return EditInputs(images=decoded, mask=decoded_mask)

@@ -11,6 +11,12 @@ The order of checks is the security boundary, so it is fixed:
    allocating anything: libwebp, for one, allocates its canvas when the file is opened);
 4. Pillow opens the header (its size is checked again), and only then decodes pixels.
 
+Decoding holds at most one full-resolution copy of an image, and only while it is decoded: an
+image over the caller's ``max_pixels`` is reduced on load (JPEG through ``Image.draft``, which
+lets libjpeg decode at 1/2, 1/4 or 1/8 scale; other formats with ``Image.reduce`` right after
+the load) by the smallest integer factor that brings it under, and the full-size pixels are
+released before orientation and mode conversion run on the smaller copy.
+
 Every foreign exception (Pillow, OSError, SyntaxError, ValueError, ...) becomes an
 :class:`~imagegate.errors.InvalidImageError`; no exception other than imagegate's own leaves
 this module. ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never touched: a truncated file is an error.
@@ -18,6 +24,7 @@ this module. ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never touched: a truncated f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -59,6 +66,10 @@ _ORIENTATIONS = {
     8: Image.Transpose.ROTATE_90,
 }
 _MASK_RULE = "mask must be a PNG with an alpha channel"
+_SWAPS = frozenset(
+    {Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270}
+)
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "I", "F", "CMYK", "PA"})
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -94,12 +105,17 @@ class ImageInfo:
 
 @dataclass
 class DecodedImage:
-    """A fully decoded image: mode RGB or RGBA, EXIF orientation applied, no metadata."""
+    """A fully decoded image: mode RGB or RGBA, EXIF orientation applied, no metadata.
+
+    `source_size` is the oriented size of the file (larger than width x height when the image was
+    reduced on load); None means the same as the decoded size.
+    """
 
     image: Image.Image
     source_format: str
     width: int
     height: int
+    source_size: tuple[int, int] | None = None
 
 
 # --- sniffing --------------------------------------------------------------------------------
@@ -281,14 +297,33 @@ def check_request_pixels(infos: Sequence[ImageInfo], limits: ImageLimits) -> Non
 # --- decoding --------------------------------------------------------------------------------
 
 
-def decode_image(data: bytes, param: str, limits: ImageLimits) -> DecodedImage:
-    """Probe, then decode frame 0, apply EXIF orientation, convert to RGB/RGBA, drop metadata."""
+def reduce_factor(width: int, height: int, max_pixels: int | None) -> int:
+    """The smallest integer factor that brings width x height (each edge rounded up) to ``max_pixels``."""
+    if max_pixels is None or width * height <= max_pixels:
+        return 1
+    factor = max(2, math.isqrt(width * height // max_pixels))
+    while math.ceil(width / factor) * math.ceil(height / factor) > max_pixels:
+        factor += 1
+    return factor
+
+
+def decode_image(data: bytes, param: str, limits: ImageLimits, max_pixels: int | None = None) -> DecodedImage:
+    """Probe, then decode frame 0, apply EXIF orientation, convert to RGB/RGBA, drop metadata.
+
+    With ``max_pixels``, a larger image is reduced on load (see the module docstring).
+    """
     info, opened = _open(data, param, limits)
-    return _decode(opened, info.format, param)
+    return _decode(opened, info.format, param, max_pixels)
 
 
-def decode_mask(data: bytes, param: str, expected: tuple[int, int], limits: ImageLimits) -> DecodedImage:
-    """Decode an edit mask: a PNG with alpha whose oriented size equals ``expected``; RGBA out."""
+def decode_mask(
+    data: bytes, param: str, expected: tuple[int, int], limits: ImageLimits, fit: tuple[int, int] | None = None
+) -> DecodedImage:
+    """Decode an edit mask: a PNG with alpha whose oriented size equals ``expected``; RGBA out.
+
+    ``fit``: the size the first image was decoded at when it was reduced on load; the mask is
+    scaled to it (box filter) so they still line up.
+    """
     fmt = _check_format(data, param, limits)
     if fmt != "png":
         raise InvalidRequestError(f"{_MASK_RULE}; got {_DISPLAY_NAMES[fmt]} file", param=param)
@@ -305,17 +340,22 @@ def decode_mask(data: bytes, param: str, expected: tuple[int, int], limits: Imag
         )
     if decoded.image.mode != "RGBA":
         decoded.image = decoded.image.convert("RGBA")
+    if fit is not None and decoded.image.size != tuple(fit):
+        decoded.image = decoded.image.resize(fit, Image.Resampling.BOX)
+        decoded.source_size, (decoded.width, decoded.height) = (decoded.width, decoded.height), fit
     return decoded
 
 
-def _decode(opened: ImageFile.ImageFile, fmt: str, param: str) -> DecodedImage:
+def _decode(opened: ImageFile.ImageFile, fmt: str, param: str, max_pixels: int | None = None) -> DecodedImage:
     try:
         with opened:
-            opened.load()
-            image = apply_orientation(opened)
-            image = to_rgb_or_rgba(image)
-            if image is opened:
-                image = opened.copy()
+            method = _orientation(opened)  # before the load: a PNG's eXIf chunk may follow its pixels
+            source_size = opened.size[::-1] if method in _SWAPS else opened.size
+            image = _load_reduced(opened, max_pixels)
+        # The full-size pixels are gone here (closing the file frees them); the rest works on `image`.
+        if method is not None:
+            image = image.transpose(method)
+        image = to_rgb_or_rgba(image)
     except ImagegateError:
         raise
     except Exception as exc:
@@ -323,7 +363,30 @@ def _decode(opened: ImageFile.ImageFile, fmt: str, param: str) -> DecodedImage:
             f"{param} is not a valid {_LABELS[fmt]} file: it is truncated or corrupt", param=param
         ) from exc
     image.info = {}
-    return DecodedImage(image=image, source_format=fmt, width=image.width, height=image.height)
+    size = source_size if source_size != image.size else None
+    return DecodedImage(image=image, source_format=fmt, width=image.width, height=image.height, source_size=size)
+
+
+def _load_reduced(opened: ImageFile.ImageFile, max_pixels: int | None) -> Image.Image:
+    """Frame 0 decoded, at most ``max_pixels``; always a new image that outlives ``opened``."""
+    full = opened.size
+    factor = reduce_factor(*full, max_pixels)
+    target = (math.ceil(full[0] / factor), math.ceil(full[1] / factor))
+    if factor > 1 and opened.format == "JPEG":
+        opened.draft(opened.mode, target)  # libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below target
+    opened.load()
+    image: Image.Image = opened
+    if image.size != target and image.mode not in _REDUCIBLE_MODES:
+        image = to_rgb_or_rgba(image)  # palette, 1-bit and 16-bit modes cannot be reduced as they are
+    if image.size == full and factor > 1:
+        image = image.reduce(factor)
+    elif image.size != target:  # a JPEG scaled part of the way by the draft
+        image = image.resize(target, Image.Resampling.BOX)
+    return opened.copy() if image is opened else image
+
+
+def _orientation(image: Image.Image) -> Image.Transpose | None:
+    return _ORIENTATIONS.get(image.getexif().get(ExifTags.Base.Orientation, 1))
 
 
 def apply_orientation(image: Image.Image) -> Image.Image:
@@ -332,7 +395,7 @@ def apply_orientation(image: Image.Image) -> Image.Image:
     The mapping is ``ImageOps.exif_transpose``'s, but done with a bare ``transpose`` so the
     result carries no EXIF at all (``exif_transpose`` keeps every other tag, GPS included).
     """
-    method = _ORIENTATIONS.get(image.getexif().get(ExifTags.Base.Orientation, 1))
+    method = _orientation(image)
     return image if method is None else image.transpose(method)
 
 

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from imagegate.accounting.gate import Caller, Gate
+from imagegate.config import Settings
+from imagegate.core.quoting import clip, quote
+from imagegate.envelope import Envelope, Ticket
 from imagegate.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
-from imagegate.inputs import RawInput, decode_data_url, decode_inputs
+from imagegate.footprint import output_bytes
+from imagegate.inputs import RawInput, decode_data_url, decode_inputs, probe_inputs
 from imagegate.schemas import EditParams, GenerateParams, ImageParams, parse_params
 from imagegate.service import ImageService
 from imagegate.web.respond import respond
@@ -65,7 +72,12 @@ async def generations(request: Request) -> Response:
         raise UnsupportedMediaTypeError("send the body as application/json")
     params = parse_params(GenerateParams, await read_json(request))
     prepared = _service(request).prepare(params, "text-to-image")
-    return await respond(request, caller, prepared, None)
+    if prepared.dry_run:  # no image work: not subject to the envelope
+        return await respond(request, caller, prepared, None)
+    nbytes = output_bytes(_service(request), prepared)
+    param = "n" if params.n > 1 else "size"
+    ticket = await _envelope(request).acquire(nbytes, param=param, deadline=_deadline(request))
+    return await _holding(ticket, lambda: respond(request, caller, prepared, None))
 
 
 async def edits(request: Request) -> Response:
@@ -78,8 +90,55 @@ async def edits(request: Request) -> Response:
     else:
         raise UnsupportedMediaTypeError("send edits as multipart/form-data or application/json")
     prepared = _service(request).prepare(params, "image-edit", len(images), mask is not None)
-    inputs = await decode_inputs(images, mask, limits)
-    return await respond(request, caller, prepared, inputs)
+    probed = probe_inputs(images, mask, limits)  # headers only: reserve before decoding
+    del images, mask
+    outputs = 0 if prepared.dry_run else output_bytes(_service(request), prepared)
+    envelope = _envelope(request)
+    ticket = await envelope.acquire(
+        probed.decode_bytes + outputs, param="image", held=probed.upload_bytes, deadline=_deadline(request)
+    )
+    try:
+        inputs = await decode_inputs(probed, limits)
+    except BaseException:
+        ticket.release()
+        raise
+    ticket.shrink(probed.held_bytes + outputs)
+    del probed  # the uploaded bytes are not needed any more
+    return await _holding(ticket, lambda: respond(request, caller, prepared, inputs))
+
+
+def _envelope(request: Request) -> Envelope:
+    envelope: Envelope = request.app.state.envelope
+    return envelope
+
+
+def _deadline(request: Request) -> float:
+    settings: Settings = request.app.state.settings
+    return asyncio.get_running_loop().time() + settings.request_timeout_seconds
+
+
+async def _holding(ticket: Ticket, work: Callable[[], Awaitable[Response]]) -> Response:
+    """Run `work` under `ticket`; a streamed answer keeps it until its body has been sent (or failed)."""
+    try:
+        response = await work()
+    except BaseException:
+        ticket.release()
+        raise
+    if not isinstance(response, StreamingResponse):
+        ticket.release()
+        return response
+    stream_response = response.stream_response
+
+    async def releasing(send: Send) -> None:
+        # Wraps the whole body send: runs to its end, on an error, or when a disconnect cancels it
+        # (even before the first chunk, where a wrapped body iterator would never start).
+        try:
+            await stream_response(send)
+        finally:
+            ticket.release()
+
+    response.stream_response = releasing  # type: ignore[method-assign]
+    return response
 
 
 def _is_json(request: Request) -> bool:
@@ -107,6 +166,10 @@ def _json_edit(body: dict[str, Any], max_bytes: int) -> tuple[ImageParams, list[
         )
     mask = None
     if params.mask is not None:
+        if params.mask.file_id is not None:
+            raise InvalidRequestError(
+                "file_id references are not supported; send a data: URL", param="mask.file_id", code="unsupported_value"
+            )
         if params.mask.image_url is None:
             raise InvalidRequestError("mask needs an image_url (data: URL)", param="mask")
         mask = RawInput("mask", decode_data_url(params.mask.image_url, "mask.image_url", max_bytes))
@@ -144,9 +207,9 @@ def _split_form(form: FormData) -> tuple[dict[str, Any], list[tuple[str, UploadF
                 raise InvalidRequestError("only one mask may be sent", param="mask")
             mask = value
         elif isinstance(value, UploadFile):
-            raise InvalidRequestError(f"unexpected file part '{key}'", param=key)
+            raise InvalidRequestError(f"unexpected file part {quote(key)}", param=clip(key))
         elif key in fields:
-            raise InvalidRequestError(f"parameter '{key}' was sent more than once", param=key)
+            raise InvalidRequestError(f"parameter {quote(key)} was sent more than once", param=clip(key))
         else:
             fields[key] = value
     if not files:
