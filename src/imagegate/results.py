@@ -1,34 +1,45 @@
-"""After a provider answers: check and convert the images, price them, deliver, shape the body."""
+"""After a provider answers: check and convert the images, price them, deliver them.
+
+The typed outcome of a served request is a `Completion`: accounting settles from it and the web
+layer renders from it (`imagegate.web.render`); nothing re-parses a rendered body.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-
-import pybase64
 
 from imagegate.config import Settings
 from imagegate.core import pricing
 from imagegate.core.types import Decision, Dimensions, Offering, Plan
 from imagegate.errors import UpstreamMalformedError
-from imagegate.imaging.convert import identify, transcode
+from imagegate.imaging.convert import identify_with_pillow, transcode
+from imagegate.imaging.encoded import ImageBytes
+from imagegate.imaging.header import HEAD_BYTES, TAIL_BYTES, identify_header
 from imagegate.imaging.pool import run_image_task
 from imagegate.providers.base import ProducedImage, ProviderResult
+from imagegate.routing.router import Attempt
 from imagegate.storage.blobs import LocalBlobStore, StoredFile
 from imagegate.storage.signing import LinkSigner
 
 
 @dataclass(frozen=True)
 class FinalImage:
-    data: bytes
+    """An image as the caller gets it; `content` keeps the provider's base64 text when it had one."""
+
+    content: ImageBytes
     format: str
     width: int
     height: int
     revised_prompt: str | None = None
+
+    @property
+    def data(self) -> bytes:
+        return self.content.raw
 
     @property
     def dims(self) -> Dimensions:
@@ -36,16 +47,87 @@ class FinalImage:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """A successful attempt: the plan used, what the provider said, the final images."""
+class Completion:
+    """A served request: who served it, what was planned, the final images, their cost, every attempt."""
 
+    request_id: str
+    provider: str
+    model: str
+    mode: str
     plan: Plan
     result: ProviderResult
-    images: list[FinalImage]
+    images: tuple[FinalImage, ...]
+    cost: Decimal | None
+    attempts: tuple[Attempt, ...]
+    passthrough: Mapping[str, object]
+    created: int
+    latency_ms: float
+
+    @property
+    def cost_text(self) -> str | None:
+        return pricing.usd_text(self.cost)
+
+    @property
+    def size(self) -> str:
+        first = self.images[0]
+        return f"{first.width}x{first.height}"
+
+    def fields(self) -> dict[str, Any]:
+        """The OpenAI response fields besides `created` and `data`."""
+        body: dict[str, Any] = {
+            "size": self.size,
+            "output_format": self.images[0].format,
+            "quality": self.result.quality,
+            "background": self.result.background,
+        }
+        if self.result.usage:
+            body["usage"] = dict(self.result.usage)
+        return body
+
+    def meta(self) -> dict[str, Any]:
+        """The `imagegate` extension object."""
+        plan = self.plan
+        return {
+            "request_id": self.request_id,
+            "provider": self.provider,
+            "model": self.model,
+            "provider_model": plan.jobs[0].provider_model,
+            "mode": self.mode,
+            "cost_usd": self.cost_text,
+            "possibly_billed_attempts": sum(1 for a in self.attempts[:-1] if a.may_have_charged),
+            "n": len(self.images),
+            "decisions": [decision_json(d) for d in plan.decisions],
+            "passthrough": dict(self.passthrough),
+            "warnings": list(plan.warnings),
+            "attempts": [a.as_dict() for a in self.attempts],
+            "latency_ms": round(self.latency_ms, 1),
+        }
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-imagegate-provider": self.provider}
+        if (text := self.cost_text) is not None:
+            headers["x-imagegate-cost-usd"] = text
+        return headers
 
 
-async def finish_images(plan: Plan, result: ProviderResult, provider: str) -> list[FinalImage]:
-    """Verify what came back (count, readable bytes) and convert to the caller's format."""
+@dataclass(frozen=True)
+class Partial:
+    """A streamed preview, converted to the caller's format."""
+
+    image: FinalImage
+    index: int
+    quality: str | None
+    background: str | None
+
+
+def priced_attempts(attempts: Sequence[Attempt], cost: Decimal | None) -> tuple[Attempt, ...]:
+    """The last (successful) attempt costs `cost`; earlier ones 0, or unknown where they may have billed."""
+    earlier = [dataclasses.replace(a, cost_usd=None if a.may_have_charged else "0") for a in attempts[:-1]]
+    return (*earlier, dataclasses.replace(attempts[-1], cost_usd=pricing.usd_text(cost)))
+
+
+async def finish_images(plan: Plan, result: ProviderResult, provider: str) -> tuple[FinalImage, ...]:
+    """Verify what came back (count, readable and complete images) and convert to the caller's format."""
     expected = sum(job.n for job in plan.jobs)
     if len(result.images) != expected:
         raise UpstreamMalformedError(
@@ -53,20 +135,33 @@ async def finish_images(plan: Plan, result: ProviderResult, provider: str) -> li
             provider=provider,
             may_have_charged=True,
         )
-    return list(await asyncio.gather(*(convert_image(plan, image, provider) for image in result.images)))
+    if len(result.images) == 1:  # the common case: no task to schedule
+        return (await convert_image(plan, result.images[0], provider),)
+    return tuple(await asyncio.gather(*(convert_image(plan, image, provider) for image in result.images)))
 
 
 async def convert_image(plan: Plan, image: ProducedImage, provider: str) -> FinalImage:
+    """Identify from the header; decode and re-encode only when the format or compression must change."""
+    content = image.content
     try:
-        fmt, width, height = await run_image_task(identify, image.data)
-        data = image.data
+        fmt, width, height = await _identify(content)
         if fmt != plan.final_format or plan.convert:
-            data, width, height = await run_image_task(transcode, image.data, plan.final_format, plan.final_compression)
+            raw = content.raw
+            data, width, height = await run_image_task(transcode, raw, plan.final_format, plan.final_compression)
+            if data is not raw:
+                content = ImageBytes(raw=data)
     except ValueError as exc:
         raise UpstreamMalformedError(
             f"{provider} returned an unreadable image: {exc}", provider=provider, may_have_charged=True
         ) from None
-    return FinalImage(data, plan.final_format, width, height, image.revised_prompt)
+    return FinalImage(content, plan.final_format, width, height, image.revised_prompt)
+
+
+async def _identify(content: ImageBytes) -> tuple[str, int, int]:
+    found = identify_header(content.head(HEAD_BYTES), len(content), content.tail(TAIL_BYTES))
+    if found is not None:
+        return found
+    return await run_image_task(identify_with_pillow, content.raw)
 
 
 def result_cost(offering: Offering, plan: Plan, result: ProviderResult, images: Sequence[FinalImage]) -> Decimal | None:
@@ -81,19 +176,12 @@ def decision_json(d: Decision) -> dict[str, Any]:
     return {"param": d.param, "asked": d.asked, "sent": d.sent, "handling": d.handling, "note": d.note or None}
 
 
-def base_body(images: Sequence[FinalImage], result: ProviderResult) -> dict[str, Any]:
-    first = images[0]
-    body: dict[str, Any] = {
-        "created": int(time.time()),
-        "data": [],
-        "size": f"{first.width}x{first.height}",
-        "output_format": first.format,
-        "quality": result.quality,
-        "background": result.background,
-    }
-    if result.usage:
-        body["usage"] = dict(result.usage)
-    return body
+@dataclass(frozen=True)
+class Delivered:
+    """One `data` item: inline (`url` None: the image's base64 goes in `b64_json`) or a signed link."""
+
+    image: FinalImage
+    url: str | None = None
 
 
 class Delivery:
@@ -104,9 +192,9 @@ class Delivery:
         self.blobs = blobs
         self.signer = signer
 
-    async def deliver(self, response_format: str, images: Sequence[FinalImage], base_url: str) -> list[dict[str, Any]]:
+    async def deliver(self, response_format: str, images: Sequence[FinalImage], base_url: str) -> list[Delivered]:
         if response_format == "b64_json":
-            return [_item({"b64_json": pybase64.b64encode(i.data).decode("ascii")}, i) for i in images]
+            return [Delivered(image) for image in images]
         stored: list[StoredFile] = []
         try:
             for image in images:
@@ -119,14 +207,8 @@ class Delivery:
         items = []
         for image, file in zip(images, stored, strict=True):
             query, _ = self.signer.query(file.id)
-            items.append(_item({"url": f"{root}/v1/files/{file.id}?{query}"}, image))
+            items.append(Delivered(image, f"{root}/v1/files/{file.id}?{query}"))
         return items
-
-
-def _item(item: dict[str, Any], image: FinalImage) -> dict[str, Any]:
-    if image.revised_prompt:
-        item["revised_prompt"] = image.revised_prompt
-    return item
 
 
 def merge_results(results: Sequence[ProviderResult]) -> ProviderResult:

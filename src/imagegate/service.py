@@ -1,17 +1,22 @@
 """The image service: one request from validated parameters to an OpenAI-shaped response.
 
     prepare:  model lookup, size parsing, eligible offerings  (before any input image is decoded)
-    execute:  order the candidates, then per attempt (router: retries, failover, deadline)
-              normalize for the offering, call it (fan-out for n), verify and convert the images;
-              then price, deliver, and shape the body
+    start:    order the candidates, then per attempt (router: retries, failover, deadline)
+              normalize for the offering, call it (fan-out for n) or open its stream, verify and
+              convert the images; returns an `Execution` whose events end in a typed `Completion`
+              (images, price, attempts) that accounting settles from and the web layer renders
+    execute:  `start` then the completion, for a plain request
+    deliver:  the `data` items of a completion (inline base64, or stored files behind signed links)
     estimate: the dry run: the same planning and pricing per candidate, calling nobody
 
-The web layer calls `prepare`, decodes the input images against the limits, then `execute`.
+The web layer calls `prepare`, decodes the input images against the limits, then `start` (or
+`execute`), `deliver`, and renders.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -24,23 +29,17 @@ from imagegate.catalog.loader import Catalog
 from imagegate.config import Settings
 from imagegate.core import pricing
 from imagegate.core.normalize import plan_request
+from imagegate.core.quoting import quote
 from imagegate.core.types import ModelInfo, ParamError, Plan, PublicRequest
 from imagegate.errors import InvalidRequestError, ModelNotFoundError
-from imagegate.providers.base import CallContext, EditInputs, ProviderResult
+from imagegate.execution import Execution, RequestFacts, Started, close_stream
+from imagegate.providers.base import CallContext, EditInputs, ProviderResult, StreamDone
 from imagegate.providers.registry import ProviderRegistry
-from imagegate.results import (
-    Delivery,
-    Outcome,
-    base_body,
-    decision_json,
-    finish_images,
-    merge_results,
-    result_cost,
-)
+from imagegate.results import Completion, Delivered, Delivery, decision_json, finish_images, merge_results
 from imagegate.routing.breaker import BreakerBoard
 from imagegate.routing.candidates import Candidate, Needs, eligible
 from imagegate.routing.policy import LatencyStats, order_candidates
-from imagegate.routing.router import Attempt, Router
+from imagegate.routing.router import Router
 from imagegate.schemas import ImageParams, param_error, to_public
 from imagegate.storage.blobs import LocalBlobStore
 from imagegate.storage.signing import LinkSigner
@@ -58,6 +57,9 @@ class Prepared:
     stream: bool = False
     partial_images: int = 0
     dry_run: bool = False
+    # plan_for's memo, by offering: planning is pure, and a request is planned by the footprint,
+    # the reservation, the candidate ordering and the attempt.
+    plans: dict[int, Plan | ParamError] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass
@@ -99,7 +101,7 @@ class ImageService:
         provider, _, rest = asked.partition("/")
         if rest and (model := self.catalog.get(rest)) is not None:
             return model, provider
-        raise ModelNotFoundError(f"The model '{asked}' does not exist in this gateway's catalog.", param="model")
+        raise ModelNotFoundError(f"The model {quote(asked)} does not exist in this gateway's catalog.", param="model")
 
     def prepare(self, params: ImageParams, mode: Mode, images: int = 0, mask: bool = False) -> Prepared:
         model, forced = self.resolve_model(params.model)
@@ -138,10 +140,17 @@ class ImageService:
     # --- execute ---------------------------------------------------------------------------
 
     def plan_for(self, prepared: Prepared, candidate: Candidate) -> Plan:
-        try:
-            return plan_request(prepared.request, candidate.offering)
-        except ParamError as exc:
-            raise param_error(exc) from None
+        key = id(candidate.offering)  # the offerings outlive the request (the catalog holds them)
+        plan = prepared.plans.get(key)
+        if plan is None:
+            try:
+                plan = plan_request(prepared.request, candidate.offering)
+            except ParamError as exc:
+                plan = exc
+            prepared.plans[key] = plan
+        if isinstance(plan, ParamError):
+            raise param_error(plan) from None
+        return plan
 
     def ordered(self, prepared: Prepared) -> list[Candidate]:
         def estimate(candidate: Candidate) -> Decimal | None:
@@ -157,31 +166,45 @@ class ImageService:
     def deadline(self) -> float:
         return asyncio.get_running_loop().time() + self.settings.request_timeout_seconds
 
-    async def execute(
-        self, prepared: Prepared, inputs: EditInputs | None, request_id: str, base_url: str
-    ) -> ImageResponse:
-        started = time.perf_counter()
+    async def start(self, prepared: Prepared, inputs: EditInputs | None, request_id: str) -> Execution:
+        """Route until a provider produces a first event; the one entry for plain and streamed requests."""
+        started_at = time.perf_counter()
         ctx = CallContext(request_id, self.deadline())
 
-        async def attempt(candidate: Candidate) -> Outcome:
+        async def attempt(candidate: Candidate) -> Started:
             plan = self.plan_for(prepared, candidate)
+            if prepared.stream and candidate.offering.caps.streaming:
+                job = dataclasses.replace(plan.jobs[0], partial_images=prepared.partial_images)
+                rest = candidate.provider.stream(job, inputs, ctx).__aiter__()
+                try:
+                    return Started(plan, await rest.__anext__(), rest)
+                except BaseException:
+                    await close_stream(rest)
+                    raise
             result = await self.call(candidate, plan, inputs, ctx)
             images = await finish_images(plan, result, candidate.offering.provider)
-            return Outcome(plan, result, images)
+            return Started(plan, StreamDone(result), None, images)
 
         routed = await self.router.run(self.ordered(prepared), prepared.model.id, ctx.deadline, attempt)
-        outcome, candidate = routed.value, routed.candidate
-        cost = result_cost(candidate.offering, outcome.plan, outcome.result, outcome.images)
-        body = self.body(prepared, candidate, outcome, cost, routed.attempts, request_id)
-        body["data"] = await self.delivery.deliver(prepared.response_format, outcome.images, base_url)
-        body["imagegate"]["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        return ImageResponse(body, self.headers(candidate, cost))
+        request = prepared.request
+        facts = RequestFacts(request_id, prepared.model.id, request.mode, request.extra)
+        return Execution(facts, ctx, routed, started_at)
+
+    async def execute(self, prepared: Prepared, inputs: EditInputs | None, request_id: str) -> Completion:
+        """A plain (non-streamed) request: `start`, then its completion."""
+        return await (await self.start(prepared, inputs, request_id)).completion()
+
+    async def deliver(self, prepared: Prepared, completion: Completion, base_url: str) -> list[Delivered]:
+        """The `data` items: inline base64, or stored files behind signed links."""
+        return await self.delivery.deliver(prepared.response_format, completion.images, base_url)
 
     async def call(
         self, candidate: Candidate, plan: Plan, inputs: EditInputs | None, ctx: CallContext
     ) -> ProviderResult:
         """Run every job of the plan (n fan-out) concurrently; one failure cancels the others."""
         provider = candidate.provider
+        if len(plan.jobs) == 1:  # no fan-out: no task to schedule
+            return await provider.run(plan.jobs[0], inputs, ctx)
         tasks = [asyncio.create_task(provider.run(job, inputs, ctx)) for job in plan.jobs]
         try:
             results = await asyncio.gather(*tasks)
@@ -191,44 +214,6 @@ class ImageService:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         return merge_results(results)
-
-    def headers(self, candidate: Candidate, cost: Decimal | None) -> dict[str, str]:
-        headers = {"x-imagegate-provider": candidate.offering.provider}
-        text = pricing.usd_text(cost)
-        if text is not None:
-            headers["x-imagegate-cost-usd"] = text
-        return headers
-
-    def body(
-        self,
-        prepared: Prepared,
-        candidate: Candidate,
-        outcome: Outcome,
-        cost: Decimal | None,
-        attempts: list[Attempt],
-        request_id: str,
-    ) -> dict[str, Any]:
-        plan = outcome.plan
-        attempts[-1].cost_usd = pricing.usd_text(cost)
-        possible = [a for a in attempts[:-1] if a.may_have_charged]
-        for failed in attempts[:-1]:
-            failed.cost_usd = None if failed.may_have_charged else "0"
-        body = base_body(outcome.images, outcome.result)
-        body["imagegate"] = {
-            "request_id": request_id,
-            "provider": candidate.offering.provider,
-            "model": prepared.model.id,
-            "provider_model": plan.jobs[0].provider_model,
-            "mode": prepared.request.mode,
-            "cost_usd": pricing.usd_text(cost),
-            "possibly_billed_attempts": len(possible),
-            "n": len(outcome.images),
-            "decisions": [decision_json(d) for d in plan.decisions],
-            "passthrough": dict(prepared.request.extra),
-            "warnings": list(plan.warnings),
-            "attempts": [a.as_dict() for a in attempts],
-        }
-        return body
 
     # --- dry run -------------------------------------------------------------------------------
 

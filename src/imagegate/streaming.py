@@ -1,110 +1,62 @@
 """`stream=true`: OpenAI's server-sent events, with failover before the first event.
 
-`ImageStream.open()` routes like a normal request until a provider produces its first event
-(a partial image, or the whole result for providers that cannot stream), so every failure before
-that is an ordinary HTTP error. `events()` then yields the SSE frames: partial images converted to
-the requested format, then one `*.completed` event carrying the final image, usage and the
-`imagegate` extension. A failure after the first event is sent as an `error` event, which the
-official SDK raises.
+The service's one entry, `ImageService.start`, routes like a normal request until a provider
+produces its first event (a partial image, or the whole result for providers that cannot stream),
+so every failure before that is an ordinary HTTP error. `ImageStream.frames()` then renders the
+execution's events as SSE frames: partial images converted to the requested format, then one
+`*.completed` event carrying the final image, usage and the `imagegate` extension. A failure after
+the first event is sent as an `error` event, which the official SDK raises.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-import pybase64
 
-from imagegate.core.types import Plan
-from imagegate.errors import ImagegateError, UpstreamMalformedError, UpstreamTimeoutError
-from imagegate.providers.base import CallContext, EditInputs, PartialImage, ProducedImage, StreamDone, StreamEvent
-from imagegate.results import FinalImage, Outcome, convert_image, finish_images, result_cost
-from imagegate.routing.candidates import Candidate
-from imagegate.routing.router import Attempt
-
-if TYPE_CHECKING:
-    from imagegate.service import ImageService, Prepared
-
-
-@dataclass
-class _Started:
-    plan: Plan
-    first: StreamEvent
-    rest: AsyncIterator[StreamEvent] | None
-    images: list[FinalImage] | None = None
+from imagegate.errors import ImagegateError
+from imagegate.execution import Execution
+from imagegate.results import Completion, FinalImage, Partial
+from imagegate.web.render import with_b64
 
 
 def sse(event: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
+def _sse_image(event: str, fields: dict[str, Any], image: FinalImage) -> bytes:
+    return b"".join((b"event: ", event.encode(), b"\ndata: ", with_b64(fields, image), b"\n\n"))
+
+
 class ImageStream:
-    def __init__(self, service: ImageService, prepared: Prepared, inputs: EditInputs | None, request_id: str) -> None:
-        self.service = service
-        self.prepared = prepared
-        self.inputs = inputs
-        self.request_id = request_id
-        self.prefix = "image_edit" if prepared.request.mode == "image-edit" else "image_generation"
-        self.ctx = CallContext(request_id, service.deadline())
-        self.candidate: Candidate | None = None
-        self.started: _Started | None = None
-        self.attempts: list[Attempt] = []
-        self.final_body: dict[str, Any] | None = None
+    """The SSE rendering of one execution; `completion` or `error` tells accounting how it ended."""
+
+    def __init__(self, execution: Execution, mode: str) -> None:
+        self.execution = execution
+        self.prefix = "image_edit" if mode == "image-edit" else "image_generation"
+        self.completion: Completion | None = None
         self.error: ImagegateError | None = None
 
     @property
     def provider(self) -> str:
-        return self.candidate.offering.provider if self.candidate else ""
+        return self.execution.provider
 
-    async def open(self) -> None:
-        routed = await self.service.router.run(
-            self.service.ordered(self.prepared), self.prepared.model.id, self.ctx.deadline, self._attempt
-        )
-        self.candidate, self.started, self.attempts = routed.candidate, routed.value, routed.attempts
-
-    async def _attempt(self, candidate: Candidate) -> _Started:
-        plan = self.service.plan_for(self.prepared, candidate)
-        if candidate.offering.caps.streaming:
-            job = dataclasses.replace(plan.jobs[0], partial_images=self.prepared.partial_images)
-            rest = candidate.provider.stream(job, self.inputs, self.ctx).__aiter__()
-            first = await rest.__anext__()
-            return _Started(plan, first, rest)
-        result = await self.service.call(candidate, plan, self.inputs, self.ctx)
-        images = await finish_images(plan, result, candidate.offering.provider)
-        return _Started(plan, StreamDone(result), None, images)
-
-    async def events(self) -> AsyncIterator[bytes]:
-        assert self.started is not None and self.candidate is not None
-        started = self.started
-        event: StreamEvent = started.first
+    async def frames(self) -> AsyncIterator[bytes]:
         try:
-            while isinstance(event, PartialImage):
-                yield await self._partial(started.plan, event)
-                event = await self._next(started.rest)
-            yield await self._completed(started, event)
+            async for item in self.execution.events():
+                if isinstance(item, Partial):
+                    yield self._partial(item)
+                else:
+                    self.completion = item
+                    yield self._completed(item)
         except ImagegateError as exc:
             self.error = exc
             yield sse("error", {"type": "error", **exc.body()})
 
-    async def _next(self, rest: AsyncIterator[StreamEvent] | None) -> StreamEvent:
-        if rest is None:
-            raise UpstreamMalformedError("stream ended early")
-        try:
-            async with asyncio.timeout(self.ctx.remaining()):
-                return await rest.__anext__()
-        except StopAsyncIteration:
-            raise UpstreamMalformedError(f"{self.provider} ended the stream without a completed event") from None
-        except TimeoutError:
-            raise UpstreamTimeoutError(f"{self.provider} did not finish before the request deadline") from None
-
     def _common(self, image: FinalImage, quality: str | None, background: str | None) -> dict[str, Any]:
         return {
-            "b64_json": pybase64.b64encode(image.data).decode("ascii"),
             "created_at": int(time.time()),
             "size": f"{image.width}x{image.height}",
             "quality": quality or "auto",
@@ -112,26 +64,21 @@ class ImageStream:
             "output_format": image.format,
         }
 
-    async def _partial(self, plan: Plan, event: PartialImage) -> bytes:
-        image = await convert_image(plan, ProducedImage(event.data, event.format), self.provider)
-        job = plan.jobs[0]
-        payload = {
-            "type": f"{self.prefix}.partial_image",
-            **self._common(image, job.quality, job.background),
-            "partial_image_index": event.partial_image_index,
+    def _partial(self, partial: Partial) -> bytes:
+        kind = f"{self.prefix}.partial_image"
+        fields = {
+            "type": kind,
+            **self._common(partial.image, partial.quality, partial.background),
+            "partial_image_index": partial.index,
         }
-        return sse(payload["type"], payload)
+        return _sse_image(kind, fields, partial.image)
 
-    async def _completed(self, started: _Started, event: StreamDone) -> bytes:
-        assert self.candidate is not None
-        result = event.result
-        images = started.images or await finish_images(started.plan, result, self.provider)
-        cost = result_cost(self.candidate.offering, started.plan, result, images)
-        outcome = Outcome(started.plan, result, images)
-        body = self.service.body(self.prepared, self.candidate, outcome, cost, self.attempts, self.request_id)
-        payload = {"type": f"{self.prefix}.completed", **self._common(images[0], result.quality, result.background)}
+    def _completed(self, completion: Completion) -> bytes:
+        kind = f"{self.prefix}.completed"
+        result = completion.result
+        image = completion.images[0]
+        fields = {"type": kind, **self._common(image, result.quality, result.background)}
         if result.usage:
-            payload["usage"] = dict(result.usage)
-        payload["imagegate"] = body["imagegate"]
-        self.final_body = {**body, "data": [{}] * len(images)}
-        return sse(payload["type"], payload)
+            fields["usage"] = dict(result.usage)
+        fields["imagegate"] = completion.meta()
+        return _sse_image(kind, fields, image)

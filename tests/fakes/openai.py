@@ -7,7 +7,8 @@ It checks the bearer key, validates like OpenAI, answers with real images, plaus
 OpenAI's headers, streams partial/completed events, and obeys its `FaultScript`. A prompt with
 ``BLOCKED_BY_SAFETY`` is refused as by OpenAI's safety system.
 
-Run alone: ``python -m tests.fakes.openai --port 8900 [--key sk-fake] [--latency 0.2]``.
+Run alone: ``python -m tests.fakes.openai --port 8900 [--key sk-fake] [--latency 0.2] [--image PATH]``
+(``--image``: every non-streamed image result is that file's bytes, e.g. bench/request_path.py's PNGs).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -36,6 +38,7 @@ from tests.fakes.faults import (
     FaultScript,
     RecordedRequest,
     add_control_routes,
+    echo,
     lower_headers,
     reset_connection,
     truncated_response,
@@ -355,6 +358,7 @@ class FakeOpenAI:
         self.script = FaultScript(seed)
         self.requests: list[RecordedRequest] = []
         self.latency = 0.0
+        self.image: bytes | None = None  # when set, every non-streamed result is these bytes
         self.base_url = ""
         self._files: OrderedDict[str, bytes] = OrderedDict()
         self._runner: web.AppRunner | None = None
@@ -472,24 +476,29 @@ class FakeOpenAI:
         if fault.kind == "truncate":
             body = orjson.dumps({"created": int(time.time()), "data": [{"b64_json": _b64(make_image(1024, 1024))}]})
             return await truncated_response(request, body, "application/json")
+        headers.update(echo(fault.headers, request))
         if fault.kind == "malformed":
-            return web.Response(status=200, body=b"<html><body>upstream hiccup</body></html>", headers=headers)
+            text = fault.body if isinstance(fault.body, str) else "<html><body>upstream hiccup</body></html>"
+            return web.Response(status=200, body=echo(text, request).encode(), headers=headers)
         if fault.kind == "error_200":
             body = error_body("The server had an error while processing your request.", "server_error", None, None)
+            body = echo(fault.body, request) if fault.body is not None else body
             if incoming.fields.get("stream") in (True, "true"):  # an SSE `error` event, as the SDK expects
                 response = await _open_sse(request, headers)
                 await response.write(b"event: error\ndata: " + orjson.dumps({"type": "error", **body}) + b"\n\n")
                 await response.write_eof()
                 return response
             return _json(200, body, headers)
-        body = fault.body if fault.body is not None else _status_body(fault.status)
-        return _json(fault.status, body, {**headers, **fault.headers})
+        body = echo(fault.body, request) if fault.body is not None else _status_body(fault.status)
+        return _json(fault.status, body, headers)
 
     def _result(self, request: web.Request, call: Call) -> dict[str, Any]:
         width, height = call.dims
         transparent = call.background == "transparent"
         fmt = call.output_format
         images = [make_image(width, height, fmt, seed=self.seed + i, transparent=transparent) for i in range(call.n)]
+        if self.image is not None:  # --image: a fixed file, e.g. the benchmarks' realistic 2.6 MB PNG
+            images = [self.image] * call.n
         if call.model.startswith("dall-e"):
             return {"created": int(time.time()), "data": [self._dalle_item(request, call, data) for data in images]}
         return {
@@ -573,9 +582,10 @@ def _blocked_body() -> dict[str, Any]:
     return body
 
 
-async def _serve_forever(port: int, key: str, latency: float, seed: int) -> None:
+async def _serve_forever(port: int, key: str, latency: float, seed: int, image: bytes | None) -> None:
     fake = FakeOpenAI(key=key, seed=seed)
     fake.latency = latency
+    fake.image = image
     print(await fake.start(port), flush=True)
     try:
         await asyncio.Event().wait()
@@ -589,9 +599,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key", default="sk-fake")
     parser.add_argument("--latency", type=float, default=0.0, help="extra seconds per image request")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image", type=Path, default=None, help="serve this file as every non-streamed image")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(args.port, args.key, args.latency, args.seed))
+        image = args.image.read_bytes() if args.image is not None else None
+        asyncio.run(_serve_forever(args.port, args.key, args.latency, args.seed, image))
 
 
 if __name__ == "__main__":

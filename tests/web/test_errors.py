@@ -9,6 +9,7 @@ from imagegate.core.types import ModelInfo, Offering, ProviderJob
 from imagegate.errors import UpstreamError
 from imagegate.providers.base import CallContext, EditInputs, ProviderResult
 from imagegate.providers.registry import build_registry
+from imagegate.service import ImageService
 from imagegate.web.app import create_app
 
 
@@ -40,14 +41,27 @@ def _client(tmp_path, provider) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://gw")
 
 
-async def test_unexpected_exception_is_a_clean_500(tmp_path):
-    async with _client(tmp_path, Exploding("fal", RuntimeError("secret detail /etc/passwd"))) as http:
+async def test_unexpected_exception_is_a_clean_500(tmp_path, monkeypatch):
+    async def broken(self, *args: object) -> None:
+        raise RuntimeError("secret detail /etc/passwd")
+
+    monkeypatch.setattr(ImageService, "execute", broken)
+    async with _client(tmp_path, Exploding("fal", UpstreamError("unused"))) as http:
         response = await http.post("/v1/images/generations", json={"prompt": "x", "model": "flux-1-schnell"})
     assert response.status_code == 500
     error = response.json()["error"]
     assert error["type"] == "server_error" and "secret" not in error["message"]
     request_id = response.headers["x-request-id"]
     assert request_id in error["message"]
+
+
+async def test_a_crashing_provider_is_a_failed_attempt_naming_only_the_exception_type(tmp_path):
+    async with _client(tmp_path, Exploding("fal", RuntimeError("secret detail /etc/passwd"))) as http:
+        response = await http.post("/v1/images/generations", json={"prompt": "x", "model": "flux-1-schnell"})
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "upstream_error" and "RuntimeError" in error["message"]
+    assert "secret" not in response.text and "/etc/passwd" not in response.text
 
 
 async def test_upstream_failure_is_a_502_listing_the_attempt(tmp_path):

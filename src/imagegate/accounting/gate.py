@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from imagegate.accounting.keys import ApiKey
+from imagegate.accounting.keys import KEY_PREFIX, ApiKey
 from imagegate.accounting.ledger import LedgerEntry, Settlement
 from imagegate.accounting.ratelimit import Limits, refusal
 from imagegate.accounting.runtime import Runtime
@@ -25,7 +25,9 @@ from imagegate.errors import (
     ImagegateError,
     PermissionDeniedError,
 )
+from imagegate.results import Completion
 from imagegate.service import ImageService, Prepared
+from imagegate.web.disconnect import ClientDisconnected
 
 log = logging.getLogger("imagegate.accounting")
 BEARER = "bearer "
@@ -57,13 +59,15 @@ class Gate:
         self.service = service
 
     async def authenticate(self, authorization: str | None) -> Caller:
-        """`keys` mode: a valid key is required. `open` mode: no key is needed and none is checked."""
-        if self.runtime.settings.auth.mode == "open":
-            return Caller()
-        await self.runtime.ready()
+        """`keys` mode: a valid key is required. `open` mode: a request without an imagegate key
+        (``igk_...``) is anonymous; one with such a key has it checked (unknown or revoked: 401) and
+        is accounted to it, its scope, budget and limits included. One key lookup at most."""
         presented = None
         if authorization and authorization[: len(BEARER)].lower() == BEARER:
             presented = authorization[len(BEARER) :].strip()
+        if self.runtime.settings.auth.mode == "open" and not (presented or "").startswith(KEY_PREFIX):
+            return Caller()  # SDKs insist on some api_key ("unused"): that is not a key of ours
+        await self.runtime.ready()
         key = await self.runtime.keys.authenticate(presented)
         if key is None:
             raise AuthenticationError(
@@ -148,14 +152,15 @@ class Gate:
         return Admission(caller, prepared, request_id, reserved, images)
 
     async def settle(
-        self, admission: Admission, body: dict[str, Any] | None, error: BaseException | None, latency_ms: float
+        self, admission: Admission, completion: Completion | None, error: BaseException | None, latency_ms: float
     ) -> None:
-        """Record the outcome. Shielded: a cancelled request still settles its row."""
+        """Record the outcome: the typed completion, or the error (with its attempts). Shielded: a
+        cancelled request still settles its row."""
         if admission.settled:
             return
         admission.settled = True
-        settlement = _settlement(body, error, latency_ms)
-        status = 200 if body is not None else getattr(error, "status", 500)
+        settlement = _settlement(completion, error, latency_ms)
+        status = 200 if completion is not None else error.status if isinstance(error, ImagegateError) else 500
         if settlement.status == "cancelled":
             status = 499
         await asyncio.shield(self._settle(admission, settlement, status))
@@ -198,34 +203,30 @@ def _asked_size(prepared: Prepared) -> str | None:
     return size.ratio_text or ("auto" if size.auto else None)
 
 
-def _settlement(body: dict[str, Any] | None, error: BaseException | None, latency_ms: float) -> Settlement:
-    if body is not None:
-        meta = body.get("imagegate", {})
-        cost = meta.get("cost_usd")
+def _settlement(completion: Completion | None, error: BaseException | None, latency_ms: float) -> Settlement:
+    if completion is not None:
         return Settlement(
             status="succeeded",
-            provider=meta.get("provider"),
-            images=len(body.get("data", [])) or meta.get("n", 0),
-            size=body.get("size"),
-            quality=body.get("quality"),
-            attempts=meta.get("attempts", []),
-            cost=Decimal(cost) if cost is not None else None,
+            provider=completion.provider,
+            images=len(completion.images),
+            size=completion.size,
+            quality=completion.result.quality,
+            attempts=[a.as_dict() for a in completion.attempts],
+            cost=completion.cost,
             error_code=None,
             latency_ms=latency_ms,
         )
-    attempts = list(getattr(error, "attempts", []) or [])
-    attempt_dicts = [a.as_dict() if hasattr(a, "as_dict") else a for a in attempts]
-    cancelled = isinstance(error, asyncio.CancelledError) or type(error).__name__ == "ClientDisconnected"
-    status = "cancelled" if cancelled else "failed"
-    code = getattr(error, "code", None) or type(error).__name__
+    attempts = error.attempts if isinstance(error, ImagegateError) else ()
+    cancelled = isinstance(error, asyncio.CancelledError | ClientDisconnected)
+    code = (error.code if isinstance(error, ImagegateError) else None) or type(error).__name__
     return Settlement(
-        status=status,
+        status="cancelled" if cancelled else "failed",
         provider=None,
         images=0,
         size=None,
         quality=None,
-        attempts=attempt_dicts,
-        cost=Decimal(0) if not any(a.get("may_have_charged") for a in attempt_dicts) else None,
+        attempts=[a.as_dict() for a in attempts],
+        cost=None if any(a.may_have_charged for a in attempts) else Decimal(0),
         error_code=code,
         latency_ms=latency_ms,
     )

@@ -26,6 +26,7 @@ from io import BytesIO
 
 from PIL import Image
 
+from imagegate.imaging.header import HEAD_BYTES, TAIL_BYTES, identify_header
 from imagegate.imaging.probe import apply_orientation, header_size, sniff_format, to_rgb_or_rgba
 
 OUTPUT_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp", "gif", "avif")
@@ -119,7 +120,16 @@ def to_gif_palette(image: Image.Image) -> Image.Image:
 
 
 def identify(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) of provider output from its header; ValueError if unreadable."""
+    """(format, width, height) of provider output from its header; ValueError if unreadable or truncated.
+
+    Our own header parser first (no Pillow object, no copy); Pillow opens what it cannot read.
+    """
+    found = identify_header(data[:HEAD_BYTES], len(data), data[-TAIL_BYTES:])
+    return found if found is not None else identify_with_pillow(data)
+
+
+def identify_with_pillow(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) from Pillow's header parse; ValueError if unreadable."""
     try:
         with Image.open(BytesIO(data), formats=_OPEN_FORMATS) as image:
             return _format_of(image), image.width, image.height

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from imagegate.core.types import ModelInfo, Offering, ProviderJob
+from imagegate.imaging.encoded import ImageBytes
 
 if TYPE_CHECKING:
     from imagegate.config import Settings
@@ -29,11 +30,23 @@ class EditInputs:
     mask: DecodedImage | None = None
 
 
-@dataclass(frozen=True)
 class ProducedImage:
-    data: bytes
-    format: str
-    revised_prompt: str | None = None
+    """One image a provider returned: raw bytes, or the validated base64 text it came as (`ImageBytes`)."""
+
+    __slots__ = ("content", "format", "revised_prompt")
+
+    def __init__(self, data: bytes | ImageBytes, format: str, revised_prompt: str | None = None) -> None:
+        self.content = data if isinstance(data, ImageBytes) else ImageBytes(raw=data)
+        self.format = format
+        self.revised_prompt = revised_prompt
+
+    @property
+    def data(self) -> bytes:
+        """The raw bytes (decoded from base64 on first use)."""
+        return self.content.raw
+
+    def __repr__(self) -> str:
+        return f"ProducedImage({len(self.content)} bytes, {self.format!r})"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
 import aiohttp
@@ -136,10 +136,16 @@ class OpenAIProvider:
     # --- replies ---------------------------------------------------------------------------------
 
     async def _result(self, job: ProviderJob, response: UpstreamResponse, ctx: CallContext) -> ProviderResult:
-        body = response.json(NAME)
+        try:
+            body, texts = wire.split_reply(response.body)
+        except orjson.JSONDecodeError:
+            body, texts = response.json(NAME), []  # raises: not JSON
         items = wire.result_items(body)
         fmt = wire.reply_format(body, job.output_format)
-        images = await asyncio.gather(*(self._image(item, fmt, ctx) for item in items))
+        if all(isinstance(item.get("b64_json"), str) for item in items):  # nothing to download
+            images = [self._inline(item, fmt, texts) for item in items]
+        else:
+            images = await asyncio.gather(*(self._image(item, fmt, ctx, texts) for item in items))
         return ProviderResult(
             images=images,
             quality=wire.known(body.get("quality")),
@@ -150,13 +156,20 @@ class OpenAIProvider:
             metadata=_metadata(response.headers),
         )
 
-    async def _image(self, item: Mapping[str, Any], fmt: str, ctx: CallContext) -> ProducedImage:
+    async def _image(
+        self, item: Mapping[str, Any], fmt: str, ctx: CallContext, texts: Sequence[memoryview] = ()
+    ) -> ProducedImage:
         revised = item.get("revised_prompt")
         revised = revised if isinstance(revised, str) and revised else None
         url = item.get("url")
         if item.get("b64_json") is None and isinstance(url, str) and url.startswith(("https://", "http://")):
             return ProducedImage(await self._fetch(url, ctx), fmt, revised)
-        return ProducedImage(wire.decode_b64(item.get("b64_json")), fmt, revised)
+        return self._inline(item, fmt, texts)
+
+    def _inline(self, item: Mapping[str, Any], fmt: str, texts: Sequence[memoryview]) -> ProducedImage:
+        revised = item.get("revised_prompt")
+        revised = revised if isinstance(revised, str) and revised else None
+        return ProducedImage(wire.image_bytes(item.get("b64_json"), texts), fmt, revised)
 
     async def _fetch(self, url: str, ctx: CallContext) -> bytes:
         """Download a `url` result (dall-e). No credentials go with it: the URL is pre-signed."""

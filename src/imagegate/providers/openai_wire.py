@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -28,9 +28,11 @@ from imagegate.errors import (
     UpstreamRateLimitError,
 )
 from imagegate.imaging.convert import encode_image
+from imagegate.imaging.encoded import Buffer, ImageBytes, InvalidBase64Error
 from imagegate.imaging.pool import run_image_task
 from imagegate.providers.base import EditInputs
 from imagegate.providers.http import retry_after_seconds
+from imagegate.redaction import MAX_RELAYED_CHARS, relayable
 
 NAME = "openai"
 NATIVE_FORMATS = frozenset({"png", "jpeg", "webp"})
@@ -58,7 +60,10 @@ GENERATIONS_ONLY = frozenset({"moderation", "style"})
 MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
 # OpenAI's parameter names are ours; only the edit image fields differ in spelling.
 PARAM_MAP = {"image[]": "image", "images": "image"}
-MAX_MESSAGE_CHARS = 500
+MAX_MESSAGE_CHARS = MAX_RELAYED_CHARS  # upstream words relayed to a caller: redacted, then cut
+MAX_FIELD_CHARS = 64  # an upstream code/type/param
+_B64_KEY = b'"b64_json":"'
+_MARKER = "#"  # not in the base64 alphabet: a marker never passes for image data
 
 
 def is_dalle(model: str) -> bool:
@@ -138,6 +143,63 @@ def decode_b64(value: object) -> bytes:
         raise malformed("an image's b64_json is not valid base64") from None
 
 
+def image_bytes(value: object, texts: Sequence[Buffer] = ()) -> ImageBytes:
+    """An item's `b64_json` as validated base64: a marker from `split_reply`, or the parsed string."""
+    text: Buffer
+    if isinstance(value, str) and value.startswith(_MARKER) and texts:
+        text = texts[int(value[1:])]
+    elif isinstance(value, str) and value:
+        text = value.encode("ascii", "replace")
+    else:
+        raise malformed("an image item has no b64_json data")
+    try:
+        return ImageBytes.from_b64(text)
+    except InvalidBase64Error:
+        raise malformed("an image's b64_json is not valid base64") from None
+
+
+def split_reply(raw: bytes) -> tuple[Any, list[memoryview]]:
+    """A 200 reply parsed without parsing its multi-MB base64 strings as JSON values.
+
+    Each `"b64_json":"<text>"` is cut out (the base64 alphabet has no quote or backslash, so the
+    value ends at the next quote) and replaced by a marker `#<index>` before the small rest is
+    parsed; `image_bytes` resolves the markers. Anything unexpected (an escape such as a backslash-slash in the
+    value, whitespace around the colon, a `b64_json` outside the `data` items, markers out of order)
+    falls back to parsing the whole body, and the second return value is then empty.
+    Raises ValueError (orjson's) when the body is not JSON.
+    """
+    pieces: list[bytes] = []
+    texts: list[memoryview] = []
+    view = memoryview(raw)
+    pos = 0
+    while (key := raw.find(_B64_KEY, pos)) >= 0:
+        start = key + len(_B64_KEY)
+        end = raw.find(b'"', start)
+        if end < 0 or raw.find(b"\\", start, end) >= 0:
+            return orjson.loads(raw), []
+        pieces += (raw[pos:start], f"{_MARKER}{len(texts)}".encode())
+        texts.append(view[start:end])  # no copy: the texts stay views into the reply
+        pos = end
+    if not texts:
+        return orjson.loads(raw), []
+    pieces.append(raw[pos:])
+    try:
+        body = orjson.loads(b"".join(pieces))
+    except orjson.JSONDecodeError:
+        return orjson.loads(raw), []
+    if _markers(body) != [f"{_MARKER}{i}" for i in range(len(texts))]:
+        return orjson.loads(raw), []
+    return body, texts
+
+
+def _markers(body: object) -> list[str]:
+    items = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        return []
+    found = [item.get("b64_json") for item in items if isinstance(item, dict)]
+    return [value for value in found if isinstance(value, str) and value.startswith(_MARKER)]
+
+
 def reply_format(body: Mapping[str, Any], default: str) -> str:
     fmt = body.get("output_format")
     return fmt if isinstance(fmt, str) and fmt in NATIVE_FORMATS else default
@@ -172,17 +234,21 @@ def result_items(body: object) -> list[dict[str, Any]]:
 
 
 def error_fields(body: object) -> tuple[str | None, str | None, str | None, str]:
-    """(code, type, param, message) of an OpenAI error body; tolerant of anything else."""
+    """(code, type, param, message) of an OpenAI error body; tolerant of anything else.
+
+    Every value is upstream text that may be relayed: credential patterns are masked and it is cut
+    (a proxy may echo our `Authorization` header); the provider boundary masks configured keys too.
+    """
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
-        message = error if isinstance(error, str) else ""
+        message = relayable(error, MAX_MESSAGE_CHARS) if isinstance(error, str) else ""
         return None, None, None, message
 
-    def text(key: str) -> str | None:
+    def text(key: str, limit: int = MAX_FIELD_CHARS) -> str | None:
         value = error.get(key)
-        return value if isinstance(value, str) and value else None
+        return relayable(value, limit) if isinstance(value, str) and value else None
 
-    return text("code"), text("type"), text("param"), (text("message") or "")[:MAX_MESSAGE_CHARS]
+    return text("code"), text("type"), text("param"), text("message", MAX_MESSAGE_CHARS) or ""
 
 
 def parse_error_body(raw: bytes) -> object:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from imagegate.config import RoutingSettings
@@ -34,8 +34,10 @@ from imagegate.routing.policy import LatencyStats
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Attempt:
+    """One try of one provider. `cost_usd` is filled in when the request is priced."""
+
     provider: str
     status: str  # "ok", "error", "rejected" (upstream refused our request), "timeout"
     latency_ms: float
@@ -58,15 +60,11 @@ class Attempt:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Routed(Generic[T]):
     candidate: Candidate
     value: T
-    attempts: list[Attempt] = field(default_factory=list)
-
-
-class RoutingFailed(Exception):
-    """Carries the attempts of a failed request next to the error the caller sees."""
+    attempts: tuple[Attempt, ...] = ()
 
 
 class Router:
@@ -113,7 +111,7 @@ class Router:
                         value = await attempt(candidate)
                 except InvalidRequestError as exc:
                     attempts.append(Attempt(provider, "rejected", _ms(loop, started), exc.message, exc.code))
-                    exc.attempts = attempts  # type: ignore[attr-defined]
+                    exc.attempts = tuple(attempts)
                     raise
                 except TimeoutError:
                     error = UpstreamTimeoutError(
@@ -135,7 +133,7 @@ class Router:
                 self.board.success(provider, model_id)
                 self.latency.observe(provider, model_id, loop.time() - started)
                 attempts.append(Attempt(provider, "ok", _ms(loop, started)))
-                return Routed(candidate, value, attempts)
+                return Routed(candidate, value, tuple(attempts))
         raise self._final(errors, attempts)
 
     def _failed(self, candidate: Candidate, model_id: str, exc: UpstreamError, started: float) -> Attempt:
@@ -189,7 +187,7 @@ class Router:
             final.headers["retry-after"] = str(max(1, round(final.retry_after)))
         if any(a.may_have_charged for a in attempts) or any(not e.retryable for e in errors):
             final.headers["x-should-retry"] = "false"
-        final.attempts = attempts  # type: ignore[attr-defined]
+        final.attempts = tuple(attempts)
         return final
 
 

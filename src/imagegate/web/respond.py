@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from imagegate.accounting.gate import Admission, Caller, Gate
 from imagegate.errors import ConflictError, InvalidRequestError, UpstreamMalformedError
+from imagegate.imaging.encoded import Buffer
 from imagegate.providers.base import EditInputs
+from imagegate.results import Completion
 from imagegate.service import ImageService, Prepared
 from imagegate.streaming import ImageStream
 from imagegate.web.disconnect import unless_disconnected
+from imagegate.web.render import SplicedResponse, images_parts
 from imagegate.web.responses import JSONResponse
 
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -26,6 +29,9 @@ async def respond(request: Request, caller: Caller, prepared: Prepared, inputs: 
     service: ImageService = request.app.state.service
     gate: Gate = request.app.state.gate
     request_id = request.state.request_id
+    sent_key = request.headers.get(IDEMPOTENCY_HEADER)
+    if sent_key is not None and not 0 < len(sent_key) <= 255:  # refused even where unused (dry run, stream)
+        raise InvalidRequestError("Idempotency-Key must be 1-255 characters", param="Idempotency-Key")
     if prepared.dry_run:
         await gate.admit_dry_run(caller, prepared)
         estimate = service.estimate(prepared, request_id)
@@ -53,45 +59,77 @@ async def _execute(
     started = time.perf_counter()
     base_url = str(request.base_url).rstrip("/")
     try:
-        work = gate.service.execute(admission.prepared, inputs, admission.request_id, base_url)
-        result = await unless_disconnected(request, work)
+        completion, parts = await unless_disconnected(request, _serve(gate.service, admission, inputs, base_url))
     except BaseException as exc:
         await gate.settle(admission, None, exc, _ms(started))
         await _release(gate, admission.caller, idem_key)
         raise
-    await gate.settle(admission, result.body, None, _ms(started))
-    response = JSONResponse(result.body, headers=result.headers)
+    await gate.settle(admission, completion, None, _ms(started))
+    headers = completion.headers()
     if idem_key is not None:
-        headers = dict(result.headers)
-        await gate.runtime.idempotency.complete(admission.caller.key_id, idem_key, 200, headers, response.body)
-    return response
+        body = b"".join(parts)
+        await gate.runtime.idempotency.complete(admission.caller.key_id, idem_key, 200, headers, body)
+    return SplicedResponse(parts, headers)
+
+
+async def _serve(
+    service: ImageService, admission: Admission, inputs: EditInputs | None, base_url: str
+) -> tuple[Completion, list[Buffer]]:
+    """The work of a plain request: route and produce, deliver, render the body (as parts)."""
+    prepared = admission.prepared
+    completion = await service.execute(prepared, inputs, admission.request_id)
+    items = await service.deliver(prepared, completion, base_url)
+    return completion, images_parts(completion, items)
 
 
 async def _stream(request: Request, gate: Gate, admission: Admission, inputs: EditInputs | None) -> Response:
     started = time.perf_counter()
-    stream = ImageStream(gate.service, admission.prepared, inputs, admission.request_id)
+    prepared = admission.prepared
     try:
-        await unless_disconnected(request, stream.open())
+        execution = await unless_disconnected(request, gate.service.start(prepared, inputs, admission.request_id))
     except BaseException as exc:
         await gate.settle(admission, None, exc, _ms(started))
         raise
+    stream = ImageStream(execution, prepared.request.mode)
 
     async def accounted() -> AsyncIterator[bytes]:
         error: BaseException | None = None
         try:
-            async for chunk in stream.events():
+            async for chunk in stream.frames():
                 yield chunk
         except BaseException as exc:
             error = exc
             raise
         finally:
-            body = stream.final_body
-            if body is None and error is None:
+            if stream.completion is None and error is None:
                 error = stream.error or UpstreamMalformedError("the stream ended without a result")
-            await gate.settle(admission, body, error, _ms(started))
+            try:
+                await gate.settle(admission, stream.completion, error, _ms(started))
+            finally:
+                await execution.aclose()
+
+    async def unstarted() -> None:
+        # The body never ran (the client left before the first chunk): settle and close here.
+        if not admission.settled:
+            await gate.settle(admission, None, asyncio.CancelledError(), _ms(started))
+        await execution.aclose()
 
     headers = {"x-imagegate-provider": stream.provider, "cache-control": "no-cache"}
-    return StreamingResponse(accounted(), media_type="text/event-stream", headers=headers)
+    return _AccountedStream(accounted(), unstarted, headers)
+
+
+class _AccountedStream(StreamingResponse):
+    """An SSE response whose ledger row is settled even if its body iterator never starts."""
+
+    def __init__(self, body: AsyncIterator[bytes], finish: Callable[[], Awaitable[None]], headers: dict[str, str]):
+        super().__init__(body, media_type="text/event-stream", headers=headers)
+        self._finish = finish
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            await self._finish()
 
 
 async def _claim(request: Request, gate: Gate, caller: Caller, idem_key: str, request_id: str) -> Response | None:
@@ -121,7 +159,3 @@ async def _release(gate: Gate, caller: Caller, idem_key: str | None) -> None:
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
-
-
-def dumps(body: dict[str, Any]) -> bytes:
-    return orjson.dumps(body)

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from imagegate import redaction
 from imagegate.errors import ImagegateError
 
 
@@ -18,4 +19,13 @@ class JSONResponse(Response):
 
 
 def error_response(exc: ImagegateError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    """The OpenAI error body. The last guard before it leaves: its text passes the gateway's Redactor."""
+    redactor = redaction.current()
+    body = exc.body()
+    fields = body["error"]
+    for name in ("message", "param", "code"):
+        value = fields[name]
+        if value:
+            fields[name] = redactor.redact(value)
+    headers = {name: redactor.redact(value) for name, value in exc.headers.items()}
+    return JSONResponse(body, status_code=exc.status, headers=headers)
