@@ -10,10 +10,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from imagegate.core.quoting import clip, quote
 from imagegate.core.sizes import build_size_request
 from imagegate.core.types import ParamError, PublicRequest
 from imagegate.errors import InvalidRequestError, MissingParameterError
 
+# Parameters that a multipart form sends as text; JSON bodies are validated strictly (no 0 for false).
+INT_PARAMS = ("n", "output_compression", "partial_images", "seed")
+BOOL_PARAMS = ("stream", "dry_run")
 # Optional public parameters whose handling the catalog describes per offering.
 OPTION_PARAMS = ("moderation", "user", "seed", "style", "input_fidelity", "safety_identifier")
 
@@ -54,6 +58,28 @@ class ImageParams(BaseModel):
     def _jpg(cls, value: Any) -> Any:
         return "jpeg" if isinstance(value, str) and value.lower() == "jpg" else value
 
+    @field_validator(*INT_PARAMS, mode="before")
+    @classmethod
+    def _whole_number_text(cls, value: Any) -> Any:
+        """Form fields are strings (`n="2"`): ASCII digits only; validation is strict otherwise."""
+        if isinstance(value, str):
+            if not (value.isascii() and value.isdigit()) or len(value.lstrip("0")) > 30:
+                raise ValueError("must be a whole number")
+            return int(value)
+        if isinstance(value, float) and value.is_integer():  # JSON's 2.0 is an integer too
+            return int(value)
+        return value
+
+    @field_validator(*BOOL_PARAMS, mode="before")
+    @classmethod
+    def _boolean_text(cls, value: Any) -> Any:
+        """Form fields are strings: exactly "true" or "false" (as the SDKs send them)."""
+        if isinstance(value, str):
+            if value not in ("true", "false"):
+                raise ValueError('must be true or false (form fields: "true" or "false")')
+            return value == "true"
+        return value
+
 
 class GenerateParams(ImageParams):
     pass
@@ -69,7 +95,7 @@ def parse_params(cls: type[ImageParams], data: dict[str, Any]) -> ImageParams:
     """Validate a body; pydantic errors become a 400 naming the first offending parameter."""
     cleaned = {k: v for k, v in data.items() if not (isinstance(v, str) and v == "" and k != "prompt")}
     try:
-        return cls.model_validate(cleaned)
+        return cls.model_validate(cleaned, strict=True)
     except ValidationError as exc:
         raise _translate(exc) from None
 
@@ -80,10 +106,11 @@ def _translate(exc: ValidationError) -> InvalidRequestError:
     param = loc[0] if loc else None
     if len(loc) > 1:
         param = loc[0] + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
+    param = clip(param) if param is not None else None  # a field name is client-supplied too
     if error["type"] == "missing":
         return MissingParameterError(f"Missing required parameter: '{param}'.", param=param)
     value = error.get("input")
-    shown = repr(value) if isinstance(value, str | int | float | bool) else type(value).__name__
+    shown = quote(value) if isinstance(value, str | int | float | bool) else type(value).__name__
     return InvalidRequestError(f"Invalid value for '{param}': {shown}. {error['msg']}.", param=param)
 
 
@@ -111,4 +138,4 @@ def to_public(
 
 
 def param_error(exc: ParamError) -> InvalidRequestError:
-    return InvalidRequestError(exc.message, param=exc.param, code=exc.code)
+    return InvalidRequestError(exc.message, param=clip(exc.param), code=exc.code)

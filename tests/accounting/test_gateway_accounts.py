@@ -192,7 +192,8 @@ async def test_metrics_endpoint(gateway):
     key = await new_key(app, rpm=1)
     await http.post(GEN, json=LOW, headers=auth(key))
     await http.post(GEN, json=LOW, headers=auth(key))
-    text = (await http.get("/metrics")).text
+    assert (await http.get("/metrics")).status_code == 401  # keys mode: like every /v1 call
+    text = (await http.get("/metrics", headers=auth(key))).text
     assert "imagegate_requests_total{" in text and 'model="gpt-image-1"' in text
     assert "imagegate_ratelimit_refusals_total" in text and "imagegate_cost_usd_total" in text
 

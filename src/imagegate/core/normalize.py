@@ -6,6 +6,7 @@ gateway emulates, and record each decision. Raises `ParamError` for what cannot 
 
 from __future__ import annotations
 
+from imagegate.core.quoting import clip, quote
 from imagegate.core.sizes import choose_size
 from imagegate.core.types import (
     Capabilities,
@@ -203,10 +204,10 @@ def _choose_quality(
     if not caps.qualities:
         decisions.append(Decision("quality", asked, None, "dropped", "provider has no quality setting"))
         if asked != "auto":
-            warnings.append(f"quality '{asked}' is not configurable for this model/provider")
+            warnings.append(f"quality {quote(asked)} is not configurable for this model/provider")
         return None
     allowed = sorted(set(caps.qualities) | set(rule.map if rule else {}))
-    raise ParamError("quality", f"quality '{asked}' is not supported; use one of {', '.join(allowed)}")
+    raise ParamError("quality", f"quality {quote(asked)} is not supported; use one of {', '.join(allowed)}")
 
 
 def _choose_options(
@@ -226,7 +227,7 @@ def _choose_options(
             continue
         text = str(value)
         if rule.values and text not in rule.values and text not in rule.map:
-            raise ParamError(name, f"{name} '{text}' is not supported; use one of {', '.join(rule.values)}")
+            raise ParamError(name, f"{name} {quote(text)} is not supported; use one of {', '.join(rule.values)}")
         sent: object = rule.map.get(text, value)
         wire = rule.wire or name
         handling: Handling = "converted" if text in rule.map else ("renamed" if wire != name else rule.handling)
@@ -240,8 +241,8 @@ def _check_extra(extra: dict[str, object], decisions: list[Decision]) -> dict[st
         lowered = name.lower()
         if lowered in _RESERVED or any(word in lowered for word in _FORBIDDEN_EXTRA):
             raise ParamError(
-                name,
-                f"'{name}' cannot be passed through: upstream addresses and credentials come only from "
+                clip(name),
+                f"{quote(name)} cannot be passed through: upstream addresses and credentials come only from "
                 "server configuration",
                 "unsupported_parameter",
             )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import TypeVar
 
+from imagegate.core.quoting import quote
 from imagegate.core.types import (
     Dimensions,
     FreeSizeRule,
@@ -65,15 +66,15 @@ def parse_dims(text: str, param: str = "size") -> Dimensions:
     """Parse ``"WxH"`` (whole positive pixels, each edge at most `MAX_EDGE`)."""
     match = _DIMS_RE.fullmatch(text) if len(text) <= _MAX_TEXT else None
     if match is None:
-        raise ParamError(param, f'{param} must be "WxH" in whole pixels (e.g. "1024x1024"), got {text!r}')
+        raise ParamError(param, f'{param} must be "WxH" in whole pixels (e.g. "1024x1024"), got {quote(text)}')
     digits = match.group(1), match.group(2)
     if any(len(d.lstrip("0")) > len(str(MAX_EDGE)) for d in digits):
-        raise ParamError(param, f"{param} {text.strip()!r} is too large: each edge must be <= {MAX_EDGE}")
+        raise ParamError(param, f"{param} {quote(text.strip())} is too large: each edge must be <= {MAX_EDGE}")
     width, height = int(digits[0]), int(digits[1])
     if width <= 0 or height <= 0:
-        raise ParamError(param, f"{param} {text.strip()!r}: width and height must be positive")
+        raise ParamError(param, f"{param} {quote(text.strip())}: width and height must be positive")
     if width > MAX_EDGE or height > MAX_EDGE:
-        raise ParamError(param, f"{param} {text.strip()!r} is too large: each edge must be <= {MAX_EDGE}")
+        raise ParamError(param, f"{param} {quote(text.strip())} is too large: each edge must be <= {MAX_EDGE}")
     return Dimensions(width, height)
 
 
@@ -81,13 +82,13 @@ def parse_ratio(text: str, param: str = "aspect_ratio") -> tuple[int, int]:
     """Parse ``"W:H"`` (decimals allowed, ``"2.39:1"``) into a reduced integer pair (239, 100)."""
     match = _RATIO_RE.fullmatch(text) if len(text) <= _MAX_TEXT else None
     if match is None:
-        raise ParamError(param, f'{param} must be "W:H" with positive numbers (e.g. "16:9"), got {text!r}')
+        raise ParamError(param, f'{param} must be "W:H" with positive numbers (e.g. "16:9"), got {quote(text)}')
     width, height = Fraction(match.group(1)), Fraction(match.group(2))
     if width <= 0 or height <= 0:
-        raise ParamError(param, f"{param} {text.strip()!r}: both sides must be positive")
+        raise ParamError(param, f"{param} {quote(text.strip())}: both sides must be positive")
     value = width / height
     if not Fraction(1, MAX_RATIO) <= value <= MAX_RATIO:
-        raise ParamError(param, f"{param} {text.strip()!r} must be between 1:{MAX_RATIO} and {MAX_RATIO}:1")
+        raise ParamError(param, f"{param} {quote(text.strip())} must be between 1:{MAX_RATIO} and {MAX_RATIO}:1")
     value = value.limit_denominator(10000)
     return value.numerator, value.denominator
 
@@ -103,17 +104,17 @@ def _parse_resolution(text: str) -> tuple[float, str]:
     if match is None:
         raise ParamError(
             "resolution",
-            f'resolution must be a K tier ("1K", "2K") or megapixels ("0.25", "1"), got {text!r}',
+            f'resolution must be a K tier ("1K", "2K") or megapixels ("0.25", "1"), got {quote(text)}',
         )
     number = float(match.group(1))
     is_k = (match.group(2) or "").lower() == "k"
     if number <= 0:
-        raise ParamError("resolution", f"resolution {text.strip()!r} must be positive")
+        raise ParamError("resolution", f"resolution {quote(text.strip())} must be positive")
     area = (number * 1024) ** 2 if is_k else number * MEGAPIXEL
     if not MIN_AREA * (1 - EPS) <= area <= MAX_AREA * (1 + EPS):
         raise ParamError(
             "resolution",
-            f"resolution {text.strip()!r} is out of range: allowed 0.25K..8K (0.0625 to 64 megapixels)",
+            f"resolution {quote(text.strip())} is out of range: allowed 0.25K..8K (0.0625 to 64 megapixels)",
         )
     label = f"{number:g}K" if is_k else f"{number:g}"
     return area, label
@@ -138,7 +139,7 @@ def build_size_request(size: str | None, aspect_ratio: str | None, resolution: s
             if ratio is not None and ratio != size_ratio:
                 raise ParamError(
                     "size",
-                    f"size {size.strip()!r} conflicts with aspect_ratio {aspect_ratio!r}",
+                    f"size {quote(size.strip())} conflicts with aspect_ratio {quote(aspect_ratio)}",
                     "conflicting_parameters",
                 )
             ratio = size_ratio

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from imagegate.core.quoting import quote
 from imagegate.core.types import ModelInfo, Offering
 from imagegate.errors import (
     InvalidRequestError,
@@ -57,7 +58,7 @@ def eligible(
         offerings = [o for o in offerings if o.provider == forced_provider]
         if not offerings:
             raise InvalidRequestError(
-                f"provider '{forced_provider}' does not offer {model.id} for {needs.mode}",
+                f"provider {quote(forced_provider)} does not offer {model.id} for {needs.mode}",
                 param="model",
                 code="model_not_available",
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from starlette.requests import Request
@@ -12,19 +13,25 @@ from imagegate.errors import InvalidRequestError
 from imagegate.web.responses import JSONResponse
 
 STATUSES = ("pending", "succeeded", "failed", "cancelled", "reconciled")
+UNIX_SECONDS = re.compile(r"[0-9]{1,11}(\.[0-9]{1,9})?")
+ISO_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt]|$)")
 
 
 def parse_time(value: str | None, param: str) -> datetime | None:
-    """ISO 8601 (`2026-11-25`, `2026-11-25T10:00:00Z`) or Unix seconds."""
-    if value is None or value == "":
+    """ISO 8601 (`2026-11-25`, `2026-11-25T10:00:00Z`; naive means UTC) or Unix seconds (`1764000000`)."""
+    if value is None:
         return None
     try:
-        if value.replace(".", "", 1).isdigit():
+        if UNIX_SECONDS.fullmatch(value):
             return datetime.fromtimestamp(float(value), UTC)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if not ISO_START.match(value):
+            raise ValueError(value)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed.astimezone(UTC)  # an offset can push the edge years out of range
     except (ValueError, OverflowError, OSError):
         raise InvalidRequestError(f"{param} must be an ISO 8601 time or Unix seconds", param=param) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 def _limit(value: str | None) -> int:
@@ -69,6 +76,8 @@ async def usage(request: Request) -> JSONResponse:
 
 
 async def metrics(request: Request) -> Response:
+    """Prometheus text. `keys` mode: a valid key is required, like every /v1 call (scrape with a bearer token)."""
     gate: Gate = request.app.state.gate
+    await gate.authenticate(request.headers.get("authorization"))
     body, content_type = gate.runtime.metrics.render()
     return Response(body, media_type=content_type)

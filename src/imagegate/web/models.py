@@ -7,7 +7,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from imagegate.accounting.gate import Gate
 from imagegate.core.pricing import usd_text
+from imagegate.core.quoting import quote
 from imagegate.core.types import ModelInfo, Offering, SizeSystem
 from imagegate.errors import ModelNotFoundError
 from imagegate.providers.registry import ProviderRegistry
@@ -106,17 +108,35 @@ def model_json(model: ModelInfo, registry: ProviderRegistry, today: date) -> dic
     }
 
 
-async def list_models(request: Request) -> JSONResponse:
+def catalog_list(request: Request) -> JSONResponse:
+    """The model list, without authentication (the playground's anonymous front door uses it too)."""
     state = request.app.state
     today = state.service.today()
     data = [model_json(m, state.registry, today) for m in state.catalog.models()]
     return JSONResponse({"object": "list", "data": data})
 
 
-async def get_model(request: Request) -> JSONResponse:
+def catalog_get(request: Request) -> JSONResponse:
+    """One model, without authentication; unknown ids are 404 naming `model`."""
     state = request.app.state
     model_id = request.path_params["model_id"]
     model = state.catalog.get(model_id)
     if model is None:
-        raise ModelNotFoundError(f"The model '{model_id}' does not exist", param="model")
+        raise ModelNotFoundError(f"The model {quote(model_id)} does not exist", param="model")
     return JSONResponse(model_json(model, state.registry, state.service.today()))
+
+
+async def _authenticate(request: Request) -> None:
+    """`keys` mode: like every /v1 call, a valid key is required (401 otherwise)."""
+    gate: Gate = request.app.state.gate
+    await gate.authenticate(request.headers.get("authorization"))
+
+
+async def list_models(request: Request) -> JSONResponse:
+    await _authenticate(request)
+    return catalog_list(request)
+
+
+async def get_model(request: Request) -> JSONResponse:
+    await _authenticate(request)
+    return catalog_get(request)

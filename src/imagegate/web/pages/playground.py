@@ -2,7 +2,10 @@
 
 With ``Authorization: Bearer ...`` the playground API is exactly /v1/images/*. Without it the caller
 is anonymous and held to the [playground] caps: images per client IP per UTC day and images per
-UTC day for everyone, counted before the handler runs and refunded when the request fails.
+UTC day for everyone, counted before the handler runs and refunded when the request fails. Either
+way each uploaded file is held to ``[playground] max_upload_bytes`` (413 naming the file's param),
+as the page itself checks. The page reads the catalog through /playground/api/models, which needs no
+key even in ``keys`` mode (the catalog pages are public too).
 """
 
 from __future__ import annotations
@@ -11,15 +14,17 @@ from html import escape
 from typing import Any
 
 import orjson
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from imagegate.accounting.gate import Caller
+from imagegate.accounting.keys import KEY_PREFIX
 from imagegate.accounting.ratelimit import Limits, RateLimiter, refusal
 from imagegate.config import Settings
-from imagegate.errors import NotFoundError, RateLimitError
-from imagegate.web import images
+from imagegate.errors import NotFoundError, PayloadTooLargeError, RateLimitError
+from imagegate.web import images, models
 from imagegate.web.pages.layout import page
 
 GLOBAL_KEY = "anon:global"
@@ -33,11 +38,16 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def _has_key(request: Request) -> bool:
-    return request.headers.get("authorization", "").lower().startswith("bearer ")
+def _has_key(request: Request, settings: Settings) -> bool:
+    """A key to check (keys mode: any bearer token; open mode: an imagegate key, as the gate reads it)."""
+    authorization = request.headers.get("authorization", "")
+    if not authorization.lower().startswith("bearer "):
+        return False
+    return settings.auth.mode == "keys" or authorization[len("bearer ") :].strip().startswith(KEY_PREFIX)
 
 
 def _client_ip(request: Request) -> str:
+    """The caller's address: ClientAddressMiddleware has already resolved it behind trusted proxies."""
     return request.client.host if request.client else "unknown"
 
 
@@ -96,10 +106,57 @@ async def _admit_anonymous(request: Request, settings: Settings, n: int) -> list
     return [ip_key, GLOBAL_KEY]
 
 
+def _too_large(param: str, limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"{param} is larger than the playground's {limit / (1024 * 1024):g} MiB upload limit", param=param
+    )
+
+
+def _data_url_bytes(value: Any) -> int:
+    """Decoded size of a base64 data URL (0 for anything else: the handler reports what is wrong)."""
+    if not isinstance(value, str) or not value.startswith("data:"):
+        return 0
+    payload = value.partition(",")[2]
+    return len(payload) * 3 // 4
+
+
+async def _check_uploads(request: Request, limit: int) -> None:
+    """`[playground] max_upload_bytes` per file, on the server as in the browser. The body is read
+    with the handler's own options, so the handler gets the same cached form or body back."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    sized: list[tuple[str, int]] = []
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=64, max_fields=256, max_part_size=1024 * 1024)
+        files = [v for k, v in form.multi_items() if k in images.IMAGE_FIELDS and isinstance(v, UploadFile)]
+        names = ["image"] if len(files) == 1 else [f"image[{i}]" for i in range(len(files))]
+        sized = [(name, upload.size or 0) for name, upload in zip(names, files, strict=True)]
+        mask = form.get("mask")
+        if isinstance(mask, UploadFile):
+            sized.append(("mask", mask.size or 0))
+    elif content_type == "application/json":
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(body, dict):
+            return
+        refs = body.get("images") if isinstance(body.get("images"), list) else []
+        for index, ref in enumerate(refs):
+            if isinstance(ref, dict):
+                sized.append((f"images[{index}].image_url", _data_url_bytes(ref.get("image_url"))))
+        if isinstance(body.get("mask"), dict):
+            sized.append(("mask.image_url", _data_url_bytes(body["mask"].get("image_url"))))
+    for param, size in sized:
+        if size > limit:
+            raise _too_large(param, limit)
+
+
 async def _front_door(request: Request, edit: bool) -> Response:
     settings = _settings(request)
     handler = images.edits if edit else images.generations
-    if _has_key(request):
+    if edit:
+        await _check_uploads(request, settings.playground.max_upload_bytes)
+    if _has_key(request, settings):
         return await handler(request)
     request.state.caller = Caller()
     n = await _requested_images(request, edit)
@@ -123,6 +180,16 @@ async def api_generations(request: Request) -> Response:
 
 async def api_edits(request: Request) -> Response:
     return await _front_door(request, edit=True)
+
+
+async def api_models(request: Request) -> Response:
+    _settings(request)
+    return models.catalog_list(request)
+
+
+async def api_model(request: Request) -> Response:
+    _settings(request)
+    return models.catalog_get(request)
 
 
 EDIT_INPUTS_HTML = """  <div id="edit-inputs" class="pg-edit" hidden>
@@ -243,4 +310,6 @@ def routes() -> list[Route]:
         Route("/playground", page_handler, methods=["GET"]),
         Route("/playground/api/images/generations", api_generations, methods=["POST"]),
         Route("/playground/api/images/edits", api_edits, methods=["POST"]),
+        Route("/playground/api/models", api_models, methods=["GET"]),
+        Route("/playground/api/models/{model_id:path}", api_model, methods=["GET"]),
     ]

@@ -116,7 +116,7 @@
 
   async function loadModels() {
     try {
-      const response = await fetch("/v1/models", { headers: headers(false) });
+      const response = await fetch("/playground/api/models");
       if (!response.ok) throw new Error(await errorMessage(response));
       state.models = (await response.json()).data;
     } catch (e) {
@@ -134,7 +134,7 @@
   async function loadModel() {
     const id = $("model").value;
     if (!id) return;
-    const response = await fetch("/v1/models/" + encodeURIComponent(id), { headers: headers(false) });
+    const response = await fetch("/playground/api/models/" + encodeURIComponent(id));
     if (!response.ok) {
       showAlert(await errorMessage(response));
       return;
