@@ -53,25 +53,25 @@ async def main(total: int, concurrency: int, latency: float) -> None:
     openai_url = f"http://127.0.0.1:{openai_port}/v1"
     run_url, queue_url = f"http://127.0.0.1:{fal_port}/run", f"http://127.0.0.1:{fal_port}/queue"
     env = {"BENCH_OPENAI_KEY": OPENAI_KEY, "BENCH_FAL_KEY": FAL_KEY}
-    process, gateway = await start_gateway(
+    gateway = start_gateway(
         Path(tempfile.mkdtemp(prefix="imagegate-faults-")), config(openai_url, run_url, queue_url), env
     )
     try:
         direct_payload = {k: v for k, v in PAYLOAD.items() if k != "response_format"}
         auth = {"Authorization": f"Bearer {OPENAI_KEY}"}
-        await run_load(f"{gateway}/v1/images/generations", PAYLOAD, 50, 10)  # warm-up, no faults
+        await run_load(f"{gateway.base}/v1/images/generations", PAYLOAD, 50, 10)  # warm-up, no faults
         baseline = await run_load(f"{openai_url}/images/generations", direct_payload, total, concurrency, auth)
         for port in (openai_port, fal_port):
             await fake_control(port, "POST", "clear")
         await fake_control(openai_port, "POST", "rates", {"rates": {"status:500": 0.10, "reset": 0.02}, "seed": 42})
-        loaded = await run_load(f"{gateway}/v1/images/generations", PAYLOAD, total, concurrency, keep_bodies=True)
+        loaded = await run_load(f"{gateway.base}/v1/images/generations", PAYLOAD, total, concurrency, keep_bodies=True)
         primary_requests = await fake_control(openai_port, "GET", "requests")
         fal_requests = await fake_control(fal_port, "GET", "requests")
         await fake_control(openai_port, "POST", "clear")
         after = await run_load(f"{openai_url}/images/generations", direct_payload, total, concurrency, auth)
         baseline.latencies_ms.extend(after.latencies_ms)  # baseline = direct runs before and after
     finally:
-        for proc in (process, primary, secondary):
+        for proc in (gateway, primary, secondary):
             stop(proc)
     report(total, concurrency, latency, baseline, loaded, primary_requests, fal_requests)
 

@@ -1,42 +1,128 @@
-"""Shared pieces for the upstream benchmarks: a gateway process, a load generator, percentiles."""
+"""Shared pieces for the upstream benchmarks: gateway and fake processes, a load generator, percentiles.
+
+Only base dependencies (aiohttp, no httpx): `./dev bench` must run on `pip install -e .`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import platform
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from tests.gateway_process import free_port, gateway_process
+
+from bench.procinfo import machine as machine  # re-exported: the scripts import it from here
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def machine() -> str:
-    return f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-async def start_gateway(data_dir: Path, config: str, env: dict[str, str]) -> tuple[contextlib.ExitStack, str]:
-    """`imagegate serve` with `config` as its TOML, in its own process; returns (handle for `stop`, base URL)."""
-    stack = contextlib.ExitStack()
-    base = stack.enter_context(gateway_process(data_dir, config, env, log_level="warning"))
-    return stack, base
+@dataclass
+class Gateway:
+    """A running `imagegate serve` process."""
+
+    process: subprocess.Popen[bytes]
+    base: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
 
-def stop(handle: subprocess.Popen[bytes] | contextlib.ExitStack) -> None:
-    if isinstance(handle, contextlib.ExitStack):
-        handle.close()
-        return
-    handle.terminate()
+def gateway_src(path: Path) -> Path:
+    """The directory to put on PYTHONPATH for a checkout (`DIR` or `DIR/src`) holding the imagegate package."""
+    for candidate in (path / "src", path):
+        if (candidate / "imagegate" / "__init__.py").is_file():
+            return candidate.resolve()
+    raise SystemExit(f"{path}: no imagegate package in {path}/src or {path}")
+
+
+def gateway_env(env: Mapping[str, str] | None, src: Path | None) -> dict[str, str]:
+    """The gateway's environment: ours without provider keys, plus `env`, plus PYTHONPATH=`src` when given."""
+    base = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "FAL_KEY"}
+    merged = {**base, **(env or {})}
+    if src is not None:
+        merged["PYTHONPATH"] = os.pathsep.join(filter(None, (str(src), merged.get("PYTHONPATH", ""))))
+    return merged
+
+
+def start_gateway(
+    data_dir: Path,
+    config: str | None = None,
+    env: Mapping[str, str] | None = None,
+    log_level: str = "warning",
+    src: Path | None = None,
+) -> Gateway:
+    """`imagegate serve` on a free port with `config` (TOML text), from `src` when given; waits until ready."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [sys.executable, "-m", "imagegate", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    args += ["--log-level", log_level]
+    if config is not None:
+        (data_dir / "imagegate.toml").write_text(config)
+        args += ["--config", str(data_dir / "imagegate.toml")]
+    log_path = data_dir / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=gateway_env(env, src), cwd=data_dir)
+    gateway = Gateway(process, f"http://127.0.0.1:{port}", log_path)
     try:
-        handle.wait(timeout=10)
+        _wait_ready(gateway)
+    except BaseException:
+        stop(gateway)
+        raise
+    return gateway
+
+
+@contextlib.contextmanager
+def gateway_process(
+    data_dir: Path, config: str | None = None, env: Mapping[str, str] | None = None, log_level: str = "warning"
+) -> Iterator[Gateway]:
+    gateway = start_gateway(data_dir, config, env, log_level)
+    try:
+        yield gateway
+    finally:
+        stop(gateway)
+
+
+def _wait_ready(gateway: Gateway) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(f"{gateway.base}/healthz", timeout=1) as response,
+        ):
+            if response.status == 200:
+                return
+        if gateway.process.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"gateway did not start: {gateway.log_path.read_text()}")
+
+
+def stop(handle: subprocess.Popen[bytes] | Gateway) -> None:
+    process = handle.process if isinstance(handle, Gateway) else handle
+    process.terminate()
+    try:
+        process.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        handle.kill()
+        process.kill()
+        process.wait(timeout=10)
 
 
 @dataclass
@@ -60,6 +146,10 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 async def run_load(
@@ -100,28 +190,23 @@ async def run_load(
     return result
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 async def start_fake(module: str, args: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     """A fake upstream (`python -m tests.fakes.<module>`) in its own process; returns (process, port)."""
     port = free_port()
-    root = Path(__file__).resolve().parent.parent
     process = subprocess.Popen(
         [sys.executable, "-m", f"tests.fakes.{module}", "--port", str(port), *args],
-        cwd=root,
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     async with aiohttp.ClientSession() as session:
         for _ in range(300):
-            try:
+            with contextlib.suppress(aiohttp.ClientError):
                 async with session.get(f"http://127.0.0.1:{port}/_fake/requests") as response:
                     if response.status == 200:
                         return process, port
-            except aiohttp.ClientError:
-                pass
+            if process.poll() is not None:
+                break
             await asyncio.sleep(0.1)
     process.kill()
     raise RuntimeError(f"fake {module} did not start")

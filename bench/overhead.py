@@ -5,28 +5,28 @@ Compares, in one process and one run (medians over repeats, after warm-up):
   asgi       the full gateway pipeline in-process over ASGI (parse, normalize, provider, identify,
              base64 or store + sign, JSON)
   http       a real `imagegate serve` process (uvicorn, uvloop, httptools) over loopback HTTP
-The overhead is the difference of medians. Run: .venv/bin/python bench/overhead.py [--repeat N]
+The overhead is the difference of medians. The in-process ASGI side runs the app's lifespan (ledger
+start-up) like uvicorn does; the ledger is the default SQLite in a temp data dir on both gateway sides.
+Run: .venv/bin/python bench/overhead.py [--repeat N]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
+import aiohttp
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.gateway_process import gateway_process
-
+from bench.asgi import lifespan, post_json
+from bench.harness import machine, start_gateway, stop
 from imagegate.config import Settings
 from imagegate.core.normalize import plan_request
 from imagegate.providers.base import CallContext
@@ -55,17 +55,27 @@ async def _time(fn, repeat: int) -> float:
     return statistics.median(samples)
 
 
+async def _post(session: aiohttp.ClientSession, url: str, body: dict) -> None:
+    async with session.post(url, json=body) as response:
+        await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{url}: HTTP {response.status}")
+
+
+async def _asgi(app, body: dict) -> None:
+    status, raw = await post_json(app, "/v1/images/generations", orjson.dumps(body))
+    if status != 200:
+        raise RuntimeError(f"in-process gateway: HTTP {status} {raw[:200]!r}")
+
+
 async def main(repeat: int) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="imagegate-bench-"))
     app = create_app(Settings(data_dir=data_dir, signing_key="bench"))
-    stack = contextlib.ExitStack()
-    base = stack.enter_context(gateway_process(data_dir / "server", log_level="warning"))
+    gateway = start_gateway(data_dir / "server")
+    url = f"{gateway.base}/v1/images/generations"
     rows = []
     try:
-        async with (
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as asgi,
-            httpx.AsyncClient(base_url=base, timeout=60) as http,
-        ):
+        async with lifespan(app), aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
             for size in SIZES:
                 sandbox, job = _job(app, size)
                 ctx = CallContext("bench", asyncio.get_running_loop().time() + 3600)
@@ -77,12 +87,12 @@ async def main(repeat: int) -> None:
                         "model": "gpt-image-2",
                         "response_format": response_format,
                     }
-                    in_proc = await _time(lambda b=body: asgi.post("/v1/images/generations", json=b), repeat)
-                    over_http = await _time(lambda b=body: http.post("/v1/images/generations", json=b), repeat)
+                    in_proc = await _time(lambda b=body: _asgi(app, b), repeat)
+                    over_http = await _time(lambda b=body: _post(http, url, b), repeat)
                     rows.append((size, response_format, direct, in_proc, over_http))
     finally:
-        stack.close()
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+        stop(gateway)
+    print(f"machine: {machine()}")
     print(f"median of {repeat} requests after 3 warm-up, sequential (concurrency 1), PNG output\n")
     print(
         "| size | response_format | direct sandbox ms | gateway ASGI ms | gateway HTTP ms "

@@ -25,9 +25,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.gateway_process import gateway_process
-
-from bench.harness import machine
+from bench.harness import gateway_process, machine
 
 
 async def create_database() -> str:
@@ -100,10 +98,7 @@ simulate_prices = true
     rpm_key = create_key(config, data_dir, "--rpm", "10")
     budget_key = create_key(config, data_dir, "--budget-usd", "0.011")
     with contextlib.ExitStack() as stack:
-        bases = [
-            stack.enter_context(gateway_process(data_dir / f"gw{i}", config_text, env, log_level="warning"))
-            for i in range(2)
-        ]
+        bases = [stack.enter_context(gateway_process(data_dir / f"gw{i}", config_text, env)).base for i in range(2)]
         rpm_statuses = await hit(bases, rpm_key, 30, {"prompt": "rpm", "model": "flux-1-schnell"}, together=False)
         dry = {"prompt": "budget", "model": "gpt-image-1", "quality": "low", "size": "1024x1024"}
         budget_statuses = await hit(bases, budget_key, 50, dry, together=True)
