@@ -60,6 +60,9 @@ class Prepared:
     # plan_for's memo, by offering: planning is pure, and a request is planned by the footprint,
     # the reservation, the candidate ordering and the attempt.
     plans: dict[int, Plan | ParamError] = field(default_factory=dict, compare=False, repr=False)
+    # The request's one deadline (loop time), fixed when first asked for: at admission to the
+    # resource envelope, so time spent waiting there counts against it.
+    deadline_at: list[float] = field(default_factory=list, compare=False, repr=False)
 
 
 @dataclass
@@ -163,13 +166,16 @@ class ImageService:
             prepared.candidates, prepared.model.id, self.settings.routing, estimate, self.latency, self.rng
         )
 
-    def deadline(self) -> float:
-        return asyncio.get_running_loop().time() + self.settings.request_timeout_seconds
+    def deadline(self, prepared: Prepared) -> float:
+        """The request's deadline: `request_timeout_seconds` from the first time it is asked for."""
+        if not prepared.deadline_at:
+            prepared.deadline_at.append(asyncio.get_running_loop().time() + self.settings.request_timeout_seconds)
+        return prepared.deadline_at[0]
 
     async def start(self, prepared: Prepared, inputs: EditInputs | None, request_id: str) -> Execution:
         """Route until a provider produces a first event; the one entry for plain and streamed requests."""
         started_at = time.perf_counter()
-        ctx = CallContext(request_id, self.deadline())
+        ctx = CallContext(request_id, self.deadline(prepared))
 
         async def attempt(candidate: Candidate) -> Started:
             plan = self.plan_for(prepared, candidate)

@@ -61,3 +61,29 @@ async def test_streamed_and_plain_requests_share_the_completion(client: httpx.As
         assert b"image_generation.completed" in response.content and b'"imagegate":' in response.content
     else:
         assert response.json()["imagegate"]["attempts"][0]["status"] == "ok"
+
+
+async def test_time_spent_before_execution_counts_against_the_one_deadline(tmp_path):
+    """The deadline is fixed when first asked for (admission to the envelope), not when routing starts."""
+    from imagegate.config import Settings
+    from imagegate.providers.sandbox import SandboxProvider
+    from imagegate.schemas import GenerateParams
+    from imagegate.web.app import create_app
+
+    app = create_app(Settings(data_dir=tmp_path, signing_key="k", request_timeout_seconds=30))
+    service = app.state.service
+    seen: list[float] = []
+    original = SandboxProvider.run
+
+    async def recording(self, job, inputs, ctx):  # type: ignore[no-untyped-def]
+        seen.append(ctx.deadline)
+        return await original(self, job, inputs, ctx)
+
+    prepared = service.prepare(GenerateParams(prompt="x", size="256x256"), "text-to-image")
+    admitted = service.deadline(prepared)
+    await asyncio.sleep(0.05)  # e.g. queued in the resource envelope
+    assert service.deadline(prepared) == admitted
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SandboxProvider, "run", recording)
+        await service.execute(prepared, None, "req_deadline")
+    assert seen == [admitted]

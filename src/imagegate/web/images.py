@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,14 +14,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from imagegate.accounting.gate import Caller, Gate
-from imagegate.config import Settings
 from imagegate.core.quoting import clip, quote
 from imagegate.envelope import Envelope, Ticket
 from imagegate.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from imagegate.footprint import output_bytes
 from imagegate.inputs import RawInput, decode_data_url, decode_inputs, probe_inputs
 from imagegate.schemas import EditParams, GenerateParams, ImageParams, parse_params
-from imagegate.service import ImageService
+from imagegate.service import ImageService, Prepared
 from imagegate.web.respond import respond
 
 IMAGE_FIELDS = ("image", "image[]")
@@ -76,7 +74,7 @@ async def generations(request: Request) -> Response:
         return await respond(request, caller, prepared, None)
     nbytes = output_bytes(_service(request), prepared)
     param = "n" if params.n > 1 else "size"
-    ticket = await _envelope(request).acquire(nbytes, param=param, deadline=_deadline(request))
+    ticket = await _envelope(request).acquire(nbytes, param=param, deadline=_deadline(request, prepared))
     return await _holding(ticket, lambda: respond(request, caller, prepared, None))
 
 
@@ -95,7 +93,7 @@ async def edits(request: Request) -> Response:
     outputs = 0 if prepared.dry_run else output_bytes(_service(request), prepared)
     envelope = _envelope(request)
     ticket = await envelope.acquire(
-        probed.decode_bytes + outputs, param="image", held=probed.upload_bytes, deadline=_deadline(request)
+        probed.decode_bytes + outputs, param="image", held=probed.upload_bytes, deadline=_deadline(request, prepared)
     )
     try:
         inputs = await decode_inputs(probed, limits)
@@ -112,9 +110,9 @@ def _envelope(request: Request) -> Envelope:
     return envelope
 
 
-def _deadline(request: Request) -> float:
-    settings: Settings = request.app.state.settings
-    return asyncio.get_running_loop().time() + settings.request_timeout_seconds
+def _deadline(request: Request, prepared: Prepared) -> float:
+    """The request's one deadline: waiting in the envelope's queue counts against it."""
+    return _service(request).deadline(prepared)
 
 
 async def _holding(ticket: Ticket, work: Callable[[], Awaitable[Response]]) -> Response:
