@@ -103,6 +103,7 @@ async def test_bad_json_bodies(client):
 async def test_oversize_json_body_is_413(client):
     response = await client.post(GEN, json={"prompt": "x" * (1024 * 1024 + 10)})
     assert_error(response, 413, None, "payload_too_large")
+    assert response.headers["connection"] == "close"  # refused unread: the client must not trickle on
 
 
 async def test_oversize_multipart_body_is_413(tmp_path):

@@ -59,7 +59,10 @@ class BodyLimitMiddleware:
         limit = self.limit_for(scope)
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await error_response(_too_large(limit))(scope, receive, send)
+            # The body is never read: close the connection, or a client could go on trickling it.
+            refusal = _too_large(limit)
+            refusal.headers["connection"] = "close"
+            await error_response(refusal)(scope, receive, send)
             return
         seen = 0
 
