@@ -6,16 +6,86 @@ from functools import lru_cache
 from typing import Any
 
 from imagegate import __version__
+from imagegate.catalog.loader import Catalog
 from imagegate.config import Settings
 from imagegate.schemas import EditParams, GenerateParams
 
 REF = "#/components/schemas/"
-IDEMPOTENCY_PLAIN: dict[str, Any] = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": "Replays the stored response of a completed request with the same key and body (1-255 chars).",
+DEFAULT_MAX_IMAGES = 16  # without a catalog: the most any catalog model takes
+# What the server accepts, said in the schema too (the fuzz test holds the two together).
+# Python's whitespace (str.strip, which the server applies), spelled out: regex engines disagree on \s.
+_SPACE = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+PROMPT_RULES: dict[str, Any] = {
+    "minLength": 1,
+    "pattern": f"^[{_SPACE}]*[^{_SPACE}]",
+    "description": "What to draw (not blank).",
+}
+# An input image in a JSON edit: a base64 data: URL (remote URLs and file ids are refused).
+IMAGE_REF: dict[str, Any] = {
+    "type": "object",
+    "required": ["image_url"],
+    "additionalProperties": False,
+    "properties": {
+        "image_url": {
+            "type": "string",
+            "format": "data-url",
+            "pattern": "^data:[^,]*;base64,",
+            "description": "A base64 data: URL of a PNG, JPEG or WebP image.",
+        },
+        "file_id": {"type": "null", "description": "Not supported by this gateway."},
+    },
+}
+# Sizes as core/sizes.py parses them: "auto", "WxH" with edges 1..16384, "W:H" ratios.
+_EDGE = "(?:[1-9][0-9]{0,3}|1[0-5][0-9]{3}|16[0-2][0-9]{2}|163[0-7][0-9]|1638[0-4])"
+_RATIO = "[1-9][0-9]?:[1-9][0-9]?"
+_FORBIDDEN_NAME = "|".join(  # unknown parameters pass through, but never one that names an address or a secret
+    "".join(f"[{c.upper()}{c}]" for c in word)
+    for word in ("url", "webhook", "key", "token", "secret", "header", "host", "endpoint", "auth")
+)
+ONE = "^$|^0*1$"  # n = 1 as text ("" = the default, 1)
+INT_TEXT = {  # the same numbers as form text (ASCII digits), accepted in JSON too
+    "n": "^$|^0*(?:[1-9]|10)$",
+    "output_compression": "^$|^0*(?:[0-9]|[1-9][0-9]|100)$",
+    "partial_images": "^$|^0*[0-3]$",
+    "seed": "^$|^[0-9]{1,18}$",
+}
+FIELD_RULES: dict[str, dict[str, Any]] = {
+    "size": {"pattern": f"^$|^(?:auto|{_EDGE}[xX]{_EDGE})$", "description": '"WxH" (edges up to 16384) or "auto"'},
+    "aspect_ratio": {"pattern": f"^$|^{_RATIO}$", "description": '"W:H", e.g. "16:9"'},
+    "resolution": {
+        "pattern": "^$|^(?:(?:0\\.5|1|2|4)[Kk]|0\\.25|0\\.5|1|2|4|8|16)$",
+        "description": 'K tier ("0.5K" to "4K") or megapixels ("0.25" to "16")',
+    },
+    "quality": {"enum": ["", "low", "medium", "high", "auto"], "description": "dall-e-3 also takes standard, hd"},
+    "moderation": {"enum": ["", "low", "auto"]},
+    "input_fidelity": {"enum": ["", "low", "high"]},
+    # pydantic's own enums, plus "" (an empty value counts as not sent) and the "jpg" alias
+    "background": {"enum": ["", "transparent", "opaque", "auto"]},
+    "output_format": {"enum": ["", "png", "jpeg", "jpg", "webp", "gif", "avif"]},
+    "response_format": {"enum": ["", "url", "b64_json"]},
+}
+CROSS_FIELD_RULES: list[dict[str, Any]] = [  # said without `not`, which generators handle poorly
+    {  # transparency needs an output format with alpha
+        "anyOf": [
+            {"properties": {"background": {"enum": ["", "opaque", "auto", None]}}},
+            {"properties": {"output_format": {"enum": ["", "png", "webp", "gif", "avif", None]}}},
+        ]
+    },
+    {  # a stream carries one image
+        "anyOf": [
+            {"properties": {"stream": {"enum": [False, "false", "", None]}}},
+            {"properties": {"n": {"anyOf": [{"type": "integer", "maximum": 1}, {"type": "string", "pattern": ONE}]}}},
+        ]
+    },
+]
+# /v1/requests and /v1/usage: ISO 8601 date or date-time, or Unix seconds (web/accounts.py parse_time).
+TIME_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "anyOf": [
+        {"format": "date-time"},
+        {"format": "date"},
+        {"pattern": r"^[0-9]{1,11}(\.[0-9]{1,9})?$"},
+    ],
 }
 IDEMPOTENCY: dict[str, Any] = {
     "name": "Idempotency-Key",
@@ -131,6 +201,21 @@ ERROR: dict[str, Any] = {
     },
 }
 
+ESTIMATE: dict[str, Any] = {
+    "type": "object",
+    "required": ["object", "dry_run", "model", "candidates"],
+    "description": "The answer to dry_run: true, per candidate provider; nobody is called.",
+    "properties": {
+        "object": {"const": "imagegate.estimate"},
+        "dry_run": {"const": True},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "mode": {"type": "string"},
+        "candidates": {"type": "array", "items": {"type": "object"}},
+        "imagegate": {"type": "object"},
+    },
+}
+
 MODEL: dict[str, Any] = {
     "type": "object",
     "required": ["id", "object"],
@@ -148,7 +233,7 @@ MODEL: dict[str, Any] = {
 }
 
 
-def _multipart_schema() -> dict[str, Any]:
+def _multipart_schema(max_images: int) -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["prompt"],
@@ -161,6 +246,8 @@ def _multipart_schema() -> dict[str, Any]:
             },
             "image[]": {
                 "type": "array",
+                "minItems": 1,
+                "maxItems": max_images,
                 "items": {"type": "string", "format": "binary"},
                 "description": "Several input images, as repeated parts (the SDK's list form).",
             },
@@ -170,23 +257,80 @@ def _multipart_schema() -> dict[str, Any]:
                 "description": "PNG with alpha, same size as the first image; transparent = edit.",
             },
             **{
-                name: {"type": "string", "description": f"{name} as a form string"}
-                for name in GenerateParams.model_fields
-                if name != "prompt"
+                name: _form_field(name) for name in [*GenerateParams.model_fields, "input_fidelity"] if name != "prompt"
             },
-            "prompt": {"type": "string"},
-            "input_fidelity": {"type": "string"},
+            "images": {"const": "", "description": "reserved"},
+            "prompt": {"type": "string", **PROMPT_RULES},
         },
+        "patternProperties": {_FORBIDDEN_NAME: {"const": ""}},
+        # One image at least (`image`, or the SDK's repeated `image[]`), at most the model's limit in all.
+        "anyOf": [
+            {"required": ["image"], "properties": {"image[]": {"maxItems": max_images - 1}}},
+            {"required": ["image[]"], "properties": {"image": False}},
+        ],
+        "allOf": CROSS_FIELD_RULES,
     }
 
 
-def _schemas() -> dict[str, Any]:
+def _form_field(name: str) -> dict[str, Any]:
+    """A parameter as multipart text: the JSON rules, as strings ("" counts as not sent)."""
+    schema: dict[str, Any] = {"type": "string", "description": f"{name} as a form string"}
+    if name in FIELD_RULES:
+        schema.update(FIELD_RULES[name])
+    elif name in INT_TEXT:
+        schema["pattern"] = INT_TEXT[name]
+    elif name in ("stream", "dry_run"):
+        schema["enum"] = ["", "true", "false"]
+    return schema
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _apply_rules(body: dict[str, Any], reserved: list[str]) -> None:
+    """Tighten the pydantic schema to what the server accepts (normalization included)."""
+    props = body["properties"]
+    for name, rules in FIELD_RULES.items():
+        if name in props:
+            description = rules.get("description", props[name].get("description"))
+            typed = {"type": "string", **{k: v for k, v in rules.items() if k != "description"}}
+            props[name] = {**_nullable(typed), **({"description": description} if description else {})}
+    for name, pattern in INT_TEXT.items():
+        original = {k: v for k, v in props[name].items() if k not in ("default", "title")}
+        choices = original.get("anyOf", [original])
+        number = next(c for c in choices if c.get("type") == "integer")
+        nullable = [{"type": "null"}] if any(c.get("type") == "null" for c in choices) else []
+        props[name] = {"anyOf": [number, {"type": "string", "pattern": pattern}, *nullable]}
+    for name in ("stream", "dry_run"):
+        props[name] = {"anyOf": [{"type": "boolean"}, {"enum": ["", "true", "false"]}, {"type": "null"}]}
+    # Unknown parameters pass through, except these names (400) unless empty (an empty value is not sent).
+    body["patternProperties"] = {_FORBIDDEN_NAME: {"const": ""}}
+    props.update({name: {"const": "", "description": "reserved"} for name in reserved})
+    body["allOf"] = CROSS_FIELD_RULES
+
+
+def _schemas(max_images: int) -> dict[str, Any]:
     gen = GenerateParams.model_json_schema(ref_template=REF + "{model}")
     edit = EditParams.model_json_schema(ref_template=REF + "{model}")
     defs = {**gen.pop("$defs", {}), **edit.pop("$defs", {})}
     gen["additionalProperties"] = True
     edit["additionalProperties"] = True
-    multipart = _multipart_schema()
+    for body in (gen, edit):
+        body["properties"]["prompt"].update(PROMPT_RULES)
+    for body, reserved in ((gen, ["image", "images", "mask"]), (edit, ["image"])):
+        _apply_rules(body, reserved)
+    edit["required"] = ["prompt", "images"]
+    edit["properties"]["images"] = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": max_images,
+        "items": IMAGE_REF,
+        "description": "JSON form only: the input images.",
+    }
+    edit["properties"]["mask"] = {"anyOf": [IMAGE_REF, {"type": "null"}], "description": "JSON form only: the mask."}
+    edit["properties"]["model"] = gen["properties"]["model"]
+    multipart = _multipart_schema(max_images)
     return {
         **defs,
         "GenerateRequest": gen,
@@ -195,6 +339,7 @@ def _schemas() -> dict[str, Any]:
         "Image": IMAGE_ITEM,
         "ImagesResponse": IMAGES_RESPONSE,
         "ImagegateExtension": EXTENSION,
+        "Estimate": ESTIMATE,
         "Error": ERROR,
         "Model": MODEL,
     }
@@ -218,6 +363,22 @@ def _ok(name: str, headers: bool = False) -> dict[str, Any]:
     return response
 
 
+def _image_ok() -> dict[str, Any]:
+    """200: the images, or the estimate of a dry run, or (stream: true) OpenAI's server-sent events."""
+    response = _ok("ImagesResponse", True)
+    response["content"] = {
+        "application/json": {"schema": {"anyOf": [{"$ref": REF + "ImagesResponse"}, {"$ref": REF + "Estimate"}]}},
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+            }
+        },
+    }
+    return response
+
+
 def _image_paths() -> dict[str, Any]:
     image_errors = _error_responses(400, 401, 402, 403, 404, 409, 413, 415, 429, 500, 502, 503, 504)
     return {
@@ -227,25 +388,23 @@ def _image_paths() -> dict[str, Any]:
                 "summary": "Generate images from a prompt",
                 "parameters": [IDEMPOTENCY],
                 "requestBody": _json_body("GenerateRequest"),
-                "responses": {"200": _ok("ImagesResponse", True), **image_errors},
+                "responses": {"200": _image_ok(), **image_errors},
             }
         },
         "/v1/images/edits": {
             "post": {
                 "operationId": "createImageEdit",
                 "summary": "Edit images (multipart or JSON with data URLs)",
-                "parameters": [IDEMPOTENCY_PLAIN],
+                "parameters": [IDEMPOTENCY],
                 "requestBody": {
                     "required": True,
                     "content": {
-                        "multipart/form-data": {
-                            "schema": {"$ref": REF + "EditMultipart"},
-                            "encoding": {"image[]": {"contentType": "image/png, image/jpeg, image/webp"}},
-                        },
+                        # No `encoding`: the server reads image parts by their bytes, whatever their Content-Type.
+                        "multipart/form-data": {"schema": {"$ref": REF + "EditMultipart"}},
                         "application/json": {"schema": {"$ref": REF + "EditRequest"}},
                     },
                 },
-                "responses": {"200": _ok("ImagesResponse", True), **image_errors},
+                "responses": {"200": _image_ok(), **image_errors},
             }
         },
     }
@@ -296,8 +455,8 @@ def _ledger_paths() -> dict[str, Any]:
             "name": name,
             "in": "query",
             "required": False,
-            "schema": {"type": "string"},
-            "description": "ISO 8601 time or Unix seconds",
+            "schema": TIME_SCHEMA,
+            "description": "ISO 8601 date or time (naive means UTC), or Unix seconds",
         }
         for name in ("since", "until")
     ]
@@ -316,7 +475,13 @@ def _ledger_paths() -> dict[str, Any]:
             "required": False,
             "schema": {"type": "integer", "minimum": 1, "maximum": 100},
         },
-        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+        {
+            "name": "cursor",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "minLength": 1, "format": "imagegate-cursor"},
+            "description": "next_cursor of the previous page, as given (opaque; others are refused)",
+        },
     ]
     return {
         "/v1/requests": {
@@ -380,7 +545,7 @@ def _other_paths() -> dict[str, Any]:
 
 
 @lru_cache(maxsize=4)
-def _document(server: str | None) -> dict[str, Any]:
+def _document(server: str | None, max_images: int) -> dict[str, Any]:
     paths = {**_image_paths(), **_catalog_paths(), **_ledger_paths(), **_other_paths()}
     document: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -390,12 +555,16 @@ def _document(server: str | None) -> dict[str, Any]:
             "description": "OpenAI-compatible image generation and editing gateway.",
         },
         "paths": paths,
-        "components": {"schemas": _schemas()},
+        "components": {"schemas": _schemas(max_images)},
     }
     if server:
         document["servers"] = [{"url": server}]
     return document
 
 
-def document(settings: Settings) -> dict[str, Any]:
-    return _document(settings.public_url)
+def document(settings: Settings, catalog: Catalog | None = None) -> dict[str, Any]:
+    """The document for this gateway. With its catalog, edits say how many input images the default
+    model takes (a request naming another model gets that model's limit: GET /v1/models)."""
+    model = catalog.get(settings.default_model) if catalog is not None else None
+    max_images = model.max_input_images if model is not None and model.max_input_images > 0 else DEFAULT_MAX_IMAGES
+    return _document(settings.public_url, max_images)
