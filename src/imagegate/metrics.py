@@ -41,7 +41,13 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        reg = self.registry
+        self._traffic(self.registry)
+        self._accounts(self.registry)
+        self._server_edge(self.registry)
+        self._envelope(self.registry)
+
+    def _traffic(self, reg: CollectorRegistry) -> None:
+        """Requests, images, cost, upstream attempts and breakers."""
         self.requests = Counter(
             "imagegate_requests_total",
             "Requests answered, by model, provider, mode and HTTP status code.",
@@ -67,6 +73,15 @@ class Metrics:
             ("provider", "model", "code"),
             registry=reg,
         )
+        self.breaker_open = Gauge(
+            "imagegate_breaker_open",
+            "1 while the circuit breaker of a provider/model is open.",
+            ("provider", "model"),
+            registry=reg,
+        )
+
+    def _accounts(self, reg: CollectorRegistry) -> None:
+        """Refusals by rate limits and budgets, and the limiter's backend."""
         self.ratelimit_refusals = Counter(
             "imagegate_ratelimit_refusals_total", "Requests refused by a per-key rate limit.", ("reason",), registry=reg
         )
@@ -78,12 +93,9 @@ class Metrics:
             "Rate-limit backend (Redis) failures; the limiter failed open.",
             registry=reg,
         )
-        self.breaker_open = Gauge(
-            "imagegate_breaker_open",
-            "1 while the circuit breaker of a provider/model is open.",
-            ("provider", "model"),
-            registry=reg,
-        )
+
+    def _server_edge(self, reg: CollectorRegistry) -> None:
+        """Stored-file retention, slow clients and the connection cap."""
         self.stored_bytes = Gauge(
             "imagegate_stored_file_bytes", "Bytes of result files in the data dir, as of the last purge.", registry=reg
         )
@@ -107,6 +119,9 @@ class Metrics:
             "Connections answered 503 because the server was at [server] max_connections.",
             registry=reg,
         )
+
+    def _envelope(self, reg: CollectorRegistry) -> None:
+        """The resource envelope: reservations, queue, refusals."""
         self.envelope_in_flight = Gauge(
             "imagegate_envelope_in_flight", "Image requests holding a reservation in the envelope.", registry=reg
         )

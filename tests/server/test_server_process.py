@@ -6,6 +6,7 @@ headers from an untrusted peer (even loopback) are ignored, and SIGTERM drains i
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import threading
@@ -161,40 +162,41 @@ def _terminate_once_upstream_called(gateway: Gateway, fake: FakeOpenAI) -> None:
     gateway.process.send_signal(signal.SIGTERM)
 
 
-def test_sigterm_lets_in_flight_request_finish_then_exits(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _sigterm_during_request(tmp_path: Path, latency: float, grace: int) -> Iterator[tuple[Gateway, list]]:
+    """A gateway whose upstream takes `latency` s; SIGTERM is sent once one request reached it.
+    Yields the gateway and the list that gets that request's response (after the client thread ends)."""
     fake = FakeOpenAI(key="sk-edge")
-    fake.latency = 2.0
+    fake.latency = latency
     with (
         fake.run_in_thread() as openai_url,
-        running_gateway(tmp_path, _upstream_config(openai_url, grace=20), {"EDGE_OPENAI_KEY": "sk-edge"}) as gateway,
+        running_gateway(tmp_path, _upstream_config(openai_url, grace=grace), {"EDGE_OPENAI_KEY": "sk-edge"}) as gateway,
     ):
         results: list[httpx.Response | Exception] = []
         thread = _post_in_thread(f"{gateway.base}/v1/images/generations", results)
         _terminate_once_upstream_called(gateway, fake)
+        try:
+            yield gateway, results
+        finally:
+            thread.join(30)
+
+
+def test_sigterm_lets_in_flight_request_finish_then_exits(tmp_path: Path) -> None:
+    with _sigterm_during_request(tmp_path, latency=2.0, grace=20) as (gateway, results):
         time.sleep(0.5)
         with pytest.raises(ConnectionRefusedError):  # no longer accepting
             socket.create_connection(("127.0.0.1", gateway.port), timeout=5).close()
-        thread.join(30)
         # uvicorn re-raises the caught SIGTERM once it has shut down cleanly: the conventional status.
         assert gateway.process.wait(timeout=30) == -signal.SIGTERM
-        assert "Application shutdown complete" in gateway.log_path.read_text()
-        response = results[0]
-        assert isinstance(response, httpx.Response) and response.status_code == 200, results
-        assert response.json()["imagegate"]["provider"] == "openai"
+    assert "Application shutdown complete" in gateway.log_path.read_text()
+    response = results[0]
+    assert isinstance(response, httpx.Response) and response.status_code == 200, results
+    assert response.json()["imagegate"]["provider"] == "openai"
 
 
 def test_sigterm_cuts_requests_longer_than_the_grace_with_503(tmp_path: Path) -> None:
-    fake = FakeOpenAI(key="sk-edge")
-    fake.latency = 60.0
-    with (
-        fake.run_in_thread() as openai_url,
-        running_gateway(tmp_path, _upstream_config(openai_url, grace=1), {"EDGE_OPENAI_KEY": "sk-edge"}) as gateway,
-    ):
-        results: list[httpx.Response | Exception] = []
-        thread = _post_in_thread(f"{gateway.base}/v1/images/generations", results)
-        _terminate_once_upstream_called(gateway, fake)
+    with _sigterm_during_request(tmp_path, latency=60.0, grace=1) as (gateway, results):
         gateway.process.wait(timeout=30)  # raises if the process outlives the grace by far
-        thread.join(30)
-        response = results[0]
-        assert isinstance(response, httpx.Response) and response.status_code == 503, results
-        assert response.json()["error"]["code"] == "shutting_down"
+    response = results[0]
+    assert isinstance(response, httpx.Response) and response.status_code == 503, results
+    assert response.json()["error"]["code"] == "shutting_down"
