@@ -13,6 +13,8 @@ Slow bodies are bounded in the app (`BodyTimeoutMiddleware`); forwarded headers 
 `ClientAddressMiddleware`, so uvicorn's own proxy-header trust is switched off. On SIGTERM uvicorn
 stops accepting, lets requests in flight finish for `shutdown_grace_seconds`, then cancels them
 (`ShutdownGuard` answers those still unanswered with a 503) and runs the lifespan shutdown.
+After the lifespan start-up the heap built so far is frozen out of the cyclic collector's reach
+(`imagegate.web.heap`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from imagegate.config import ServerSettings, Settings
 from imagegate.errors import ImagegateError, RequestTimeoutError, ServiceUnavailableError, TooManyConnectionsError
 from imagegate.metrics import Metrics
+from imagegate.web.heap import FreezeAfterStartup
 from imagegate.web.responses import error_response
 
 log = logging.getLogger("imagegate.server")
@@ -178,4 +181,4 @@ def uvicorn_config(app: ASGIApp, settings: Settings, log_level: str, metrics: Me
 
 def serve(app: ASGIApp, settings: Settings, log_level: str, metrics: Metrics | None = None) -> None:
     """Run the gateway until SIGINT/SIGTERM, then drain as configured."""
-    uvicorn.Server(uvicorn_config(app, settings, log_level, metrics)).run()
+    uvicorn.Server(uvicorn_config(FreezeAfterStartup(app), settings, log_level, metrics)).run()
