@@ -1,7 +1,7 @@
 """The server process's garbage-collector policy: freeze what start-up built, so full collections stay short.
 
 At start-up the gateway imports SQLAlchemy, pydantic, aiohttp, Pillow, alembic and builds the catalog:
-about a million long-lived objects. CPython's cyclic collector walks all of them in every full
+about 125,000 long-lived objects tracked by the collector. CPython's cyclic collector walks all of them in every full
 (generation 2) collection, and the allocation churn of a burst of requests triggers one every few
 hundred requests: measured here at 80-97 ms each, during which the event loop serves nothing (the
 p99 of a burst). ``gc.freeze()`` moves every object alive at that point into a permanent generation
