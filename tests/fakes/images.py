@@ -2,7 +2,8 @@
 
 `make_image` draws a gradient plus a few seeded shapes at exactly the requested size and encodes
 it as png/jpeg/webp; results are cached on the arguments so a benchmark that asks for the same
-image a thousand times encodes it once.
+image a thousand times encodes it once. `make_gif` (animated, looping) and `make_svg` serve the
+GPT Image 2.6 output formats.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import io
 import random
 from functools import lru_cache
+from xml.sax.saxutils import escape
 
 from PIL import Image, ImageDraw
 
@@ -74,3 +76,52 @@ def data_uri(data: bytes, fmt: str) -> str:
     """`data:image/<fmt>;base64,...` for `data`."""
     mime = _MIME.get(fmt.lower(), f"image/{fmt.lower()}")
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def gif_delay_ms(duration_ms: int) -> int:
+    """The per-frame delay a GIF actually carries: nearest 10 ms (GIF counts centiseconds), capped at 655350."""
+    return min(655350, round(duration_ms / 10) * 10)
+
+
+@lru_cache(maxsize=64)
+def make_gif(width: int, height: int, frames: int, duration_ms: int, *, seed: int = 0) -> bytes:
+    """A looping animated GIF of exactly `frames` visibly different frames, each shown `gif_delay_ms(duration_ms)`.
+
+    Every frame is the seeded gradient with a block that moves across it and changes colour, so no two
+    frames are equal and no encoder can merge them.
+    """
+    if frames < 1 or width < 1 or height < 1:
+        raise ValueError("frames, width and height must be positive")
+    base = _gradient(width, height, seed)
+    block_w, block_h = max(1, width // 4), max(1, height // 4)
+    rng = random.Random(seed * 104729 + 3)
+    pictures: list[Image.Image] = []
+    for index in range(frames):
+        frame = base.copy()
+        x0 = (width - block_w) * index // max(1, frames - 1)
+        colour = ((index * 53 + rng.randrange(8)) % 256, 255 - index * 15, (index * 97) % 256)
+        ImageDraw.Draw(frame).rectangle((x0, 0, x0 + block_w - 1, block_h - 1), fill=colour)
+        pictures.append(frame.quantize(colors=64, method=Image.Quantize.FASTOCTREE))
+    out = io.BytesIO()
+    pictures[0].save(
+        out, "GIF", save_all=True, append_images=pictures[1:], duration=gif_delay_ms(duration_ms), loop=0, disposal=1
+    )
+    return out.getvalue()
+
+
+def make_svg(width: int, height: int, title: str = "", *, seed: int = 0) -> bytes:
+    """A small well-formed SVG document: `width`/`height` attributes, a matching viewBox, a few seeded shapes."""
+    rng = random.Random(seed * 7919 + 5)
+
+    def colour() -> str:
+        return f"#{rng.randrange(1 << 24):06x}"
+
+    shapes = [f'<rect width="{width}" height="{height}" fill="{colour()}"/>']
+    for _ in range(3):
+        cx, cy = rng.randrange(max(1, width)), rng.randrange(max(1, height))
+        radius = max(1, min(width, height) // rng.randrange(3, 8))
+        shapes.append(f'<circle cx="{cx}" cy="{cy}" r="{radius}" fill="{colour()}"/>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+        f"<title>{escape(title[:120])}</title>{''.join(shapes)}</svg>"
+    ).encode()

@@ -1,14 +1,16 @@
 """A fake OpenAI Images API: a real aiohttp server on 127.0.0.1 (shared/providers.md section 1).
 
 POST /v1/images/generations (JSON); POST /v1/images/edits (multipart with `image` or repeated
-`image[]` parts and an optional `mask`, or JSON with `images: [{"image_url": "data:..."}]`);
+`image[]` parts and optional `mask` or `markup` parts, or JSON with `images: [{"image_url": "data:..."}]`);
 GET /files/{name} (dall-e `url` results); /_fake/* (the fault-script control routes).
-It checks the bearer key, validates like OpenAI, answers with real images, plausible usage and
-OpenAI's headers, streams partial/completed events, and obeys its `FaultScript`. A prompt with
-``BLOCKED_BY_SAFETY`` is refused as by OpenAI's safety system.
+It checks the bearer key, validates like OpenAI (openai-python 3.57's image models and parameters:
+GPT Image 2.5 qualities and markup, GPT Image 2.6 complexity and gif/svg output), answers with real
+images (animated GIFs, SVG documents), plausible usage and OpenAI's headers, streams
+partial/completed events, and obeys its `FaultScript`. A prompt with ``BLOCKED_BY_SAFETY`` is
+refused as by OpenAI's safety system.
 
 Run alone: ``python -m tests.fakes.openai --port 8900 [--key sk-fake] [--latency 0.2] [--image PATH]``
-(``--image``: every non-streamed image result is that file's bytes, e.g. bench/request_path.py's PNGs).
+(``--image``: every non-streamed png/jpeg/webp result is that file's bytes, e.g. bench/request_path.py's PNGs).
 """
 
 from __future__ import annotations
@@ -43,16 +45,35 @@ from tests.fakes.faults import (
     reset_connection,
     truncated_response,
 )
-from tests.fakes.images import make_image
+from tests.fakes.images import make_gif, make_image, make_svg
 
 BLOCK_WORD = "BLOCKED_BY_SAFETY"
 MAX_BODY = 256 * 1024 * 1024
 GPT_SIZES = ("1024x1024", "1024x1536", "1536x1024")
 GPT_QUALITIES = ("low", "medium", "high", "auto")
+RICH_QUALITIES = ("low", "medium", "high", "xhigh", "max", "auto")  # GPT Image 2.5 and 2.6
 FORMATS = ("png", "jpeg", "webp")
+RICH_FORMATS = (*FORMATS, "gif", "svg")  # GPT Image 2.6
 BACKGROUNDS = ("transparent", "opaque", "auto")
+COMPLEXITIES = ("low", "medium", "high")
+SVG_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+SVG_AUTHOR = "gpt-5.5"  # who writes the SVG when the request names no `svg.model`
+GIF_FRAMES = (2, 16, 9)  # frame_count: lowest, highest, default
+GIF_FRAME_MS = 200  # frame_duration_ms default
 _GPT_DISCRETE = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest")
-_OUTPUT_TOKENS = {"low": (272, 408), "medium": (1056, 1584), "high": (4160, 6240)}  # 1024², 1536-class
+_GPT_2 = ("gpt-image-2", "gpt-image-2-2026-04-21")
+_GPT_2_5 = tuple(f"gpt-image-2.5-{name}{snap}" for name in ("sunburst", "flare") for snap in ("", "-2026-09-08"))
+_GPT_2_6 = ("gpt-image-2.6-sunburst", "gpt-image-2.6-flare")
+_FIDELITIES = {"gpt-image-1-mini": ("low",)}  # other discrete GPT models: high and low; gpt-image-2 on: none
+_OUTPUT_TOKENS = {  # per image (1024², 1536-class); low/medium/high are gpt-image-1's numbers
+    "low": (272, 408),
+    "medium": (1056, 1584),
+    "high": (4160, 6240),
+    "xhigh": (6240, 9360),
+    "max": (8320, 12480),
+}
+_PLANNING_TOKENS = {"low": 96, "medium": 256, "high": 768}  # 2.5/2.6 reasoning text, by complexity
+_SVG_REASONING = {"none": 0, "minimal": 64, "low": 512, "medium": 2048, "high": 6144, "xhigh": 12288, "max": 24576}
 _KEPT_FILES = 256
 _STATUS_ERRORS: dict[int, tuple[str, str | None]] = {  # message, code (type invalid_request_error)
     400: ("Invalid request.", "invalid_value"),
@@ -68,19 +89,34 @@ _STATUS_ERRORS: dict[int, tuple[str, str | None]] = {  # message, code (type inv
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """One model's rules. The fields after `edits` describe the GPT Image 1.x/2/2.5/2.6 differences."""
+
     sizes: tuple[str, ...]  # () = any WxH within gpt-image-2's rules
     max_n: int
     qualities: tuple[str, ...]
     max_prompt: int
     gpt: bool
     edits: bool
+    formats: tuple[str, ...] = FORMATS
+    fidelities: tuple[str, ...] = ()  # accepted input_fidelity values; () = the parameter is refused
+    markup: bool = False  # GPT Image 2.5 and 2.6
+    complexity: bool = False  # GPT Image 2.6
+    reasoning: bool = False  # bills planning text as output text tokens (2.5 and 2.6)
 
 
 def model_spec(model: str) -> ModelSpec | None:
+    """The rules for one of openai-python 3.57's `ImageModel` ids; None (a 400 on `model`) for anything else."""
     if model in _GPT_DISCRETE:
-        return ModelSpec(GPT_SIZES, 10, GPT_QUALITIES, 32000, True, True)
-    if model.startswith("gpt-image-2"):  # gpt-image-2, its snapshots, 2.5/2.6 variants
+        fidelities = _FIDELITIES.get(model, ("high", "low"))
+        return ModelSpec(GPT_SIZES, 10, GPT_QUALITIES, 32000, True, True, fidelities=fidelities)
+    if model in _GPT_2:
         return ModelSpec((), 10, GPT_QUALITIES, 32000, True, True)
+    if model in _GPT_2_5:
+        return ModelSpec((), 10, RICH_QUALITIES, 32000, True, True, markup=True, reasoning=True)
+    if model in _GPT_2_6:
+        return ModelSpec(
+            (), 10, RICH_QUALITIES, 32000, True, True, RICH_FORMATS, markup=True, complexity=True, reasoning=True
+        )
     if model == "dall-e-3":
         return ModelSpec(("1024x1024", "1792x1024", "1024x1792"), 1, ("standard", "hd"), 4000, False, False)
     if model == "dall-e-2":
@@ -112,6 +148,7 @@ class Incoming:
     json: Any = None
     images: list[bytes] = field(default_factory=list)
     mask: bytes | None = None
+    markup: bytes | None = None
     files: list[tuple[str, str, int]] = field(default_factory=list)
     problem: ApiError | None = None
 
@@ -134,6 +171,15 @@ class Call:
     partial_images: int = 0
     input_dims: tuple[tuple[int, int], ...] = ()
     input_fidelity: str | None = None
+    complexity: str | None = None
+    frame_count: int = GIF_FRAMES[2]
+    frame_duration_ms: int = GIF_FRAME_MS
+    svg_model: str = SVG_AUTHOR
+    svg_effort: str | None = None
+    moderation: str | None = None
+    safety_identifier: str | None = None  # the effective one: safety_identifier, else user
+    markup_dims: tuple[int, int] | None = None
+    reasoning: bool = False
 
     @property
     def resolved_quality(self) -> str:
@@ -151,10 +197,11 @@ async def read_incoming(request: web.Request, endpoint: str) -> Incoming:
         return Incoming(json=body, problem=ApiError("The request body must be a JSON object.", None, None))
     incoming = Incoming(fields=dict(body), json=body)
     if endpoint == "edits":
-        try:  # the JSON edit form: images: [{"image_url": ...}], mask: {"image_url": ...}
+        try:  # the JSON edit form: images: [{"image_url": ...}], mask / markup: {"image_url": ...}
             refs = body.get("images")
             incoming.images = [_data_url(ref, "images") for ref in refs] if isinstance(refs, list) else []
             incoming.mask = _data_url(body["mask"], "mask") if body.get("mask") is not None else None
+            incoming.markup = _data_url(body["markup"], "markup") if body.get("markup") is not None else None
         except ApiError as exc:
             incoming.problem = exc
     return incoming
@@ -166,11 +213,13 @@ async def _read_multipart(request: web.Request) -> Incoming:
         if not isinstance(part, BodyPartReader):
             continue
         name = part.name or ""
-        if name in ("image", "image[]", "mask") or part.filename:
+        if name in ("image", "image[]", "mask", "markup") or part.filename:
             data = bytes(await part.read())
             incoming.files.append((name, part.headers.get("Content-Type", "application/octet-stream"), len(data)))
             if name == "mask":
                 incoming.mask = data
+            elif name == "markup":
+                incoming.markup = data
             elif name in ("image", "image[]"):
                 incoming.images.append(data)
         else:
@@ -202,37 +251,164 @@ def validate(incoming: Incoming, endpoint: str) -> Call:
     if len(prompt) > spec.max_prompt:
         message = f"Invalid 'prompt': string too long. Expected a string with maximum length {spec.max_prompt}."
         raise ApiError(message, "prompt", "string_above_max_length")
-    call = Call(endpoint, model, prompt, n=_int(f, "n", 1, 1, 10))
+    call = Call(endpoint, model, prompt, n=_int(f, "n", 1, 1, 10), reasoning=spec.reasoning)
     if call.n > spec.max_n:
         raise ApiError(f"Invalid 'n': {model} only supports n=1.", "n", "integer_above_max_value")
-    refused = (["response_format"] if spec.gpt else []) + (["moderation", "style"] if endpoint == "edits" else [])
-    for name in refused:
-        if f.get(name) is not None:
-            raise ApiError(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    _refuse_foreign(f, spec, endpoint, incoming.markup is not None)
+    if incoming.markup is not None and incoming.mask is not None:
+        raise ApiError("Invalid parameter: 'markup' cannot be combined with 'mask'.", "markup")
     call.size, call.dims = _size(f, spec)
     _check_output(call, f, spec)
     call.stream = f.get("stream") in (True, "true")
     if call.stream and not spec.gpt:
         raise ApiError(f"Streaming is not supported for model '{model}'.", "stream")
     call.partial_images = _int(f, "partial_images", 0, 0, 3)
+    _check_gif(call, f, incoming.mask is not None)
+    _check_svg(call, f, incoming.form)
     call.input_fidelity = _choice(f, "input_fidelity", ("low", "high"))
-    if call.input_fidelity is not None and model == "gpt-image-1-mini":
-        raise ApiError("input_fidelity is not supported for gpt-image-1-mini.", "input_fidelity", "unsupported_value")
+    if call.input_fidelity is not None and call.input_fidelity not in spec.fidelities:
+        if not spec.fidelities:
+            message = f"Invalid parameter: 'input_fidelity' is not supported for {model}; omit this parameter."
+            raise ApiError(message, "input_fidelity", "unsupported_parameter")
+        message = f"input_fidelity '{call.input_fidelity}' is not supported for {model}."
+        raise ApiError(message, "input_fidelity", "unsupported_value")
+    call.moderation = _choice(f, "moderation", ("low", "auto"))
+    call.safety_identifier = _text(f, "safety_identifier") or _text(f, "user") or None
     call.input_dims = _input_dims(incoming, model) if endpoint == "edits" else ()
+    if incoming.markup is not None:
+        call.markup_dims = _check_markup(incoming.markup, call.input_dims[0])
     return call
+
+
+def _refuse_foreign(f: dict[str, Any], spec: ModelSpec, endpoint: str, markup: bool) -> None:
+    """Parameters the model or the endpoint does not take at all."""
+    if spec.gpt and f.get("response_format") is not None:
+        message = "Invalid parameter: 'response_format'. Unsupported for GPT image models: they always return b64_json."
+        raise ApiError(message, "response_format", "unsupported_parameter")
+    for name in ("moderation", "style") if endpoint == "edits" else ("markup",):
+        if f.get(name) is not None:
+            raise ApiError(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    if f.get("complexity") is not None and not spec.complexity:
+        raise ApiError("Invalid parameter: 'complexity' is only supported for GPT Image 2.6 models.", "complexity")
+    if markup and not spec.markup:
+        raise ApiError("Invalid parameter: 'markup' is only supported for GPT Image 2.5 and 2.6 models.", "markup")
 
 
 def _check_output(call: Call, f: dict[str, Any], spec: ModelSpec) -> None:
     qualities = (*spec.qualities, "standard") if call.endpoint == "edits" and spec.gpt else spec.qualities
+    if spec.gpt and _text(f, "quality") in ("xhigh", "max") and "max" not in qualities:
+        message = f"Invalid value: '{f['quality']}'. Quality 'xhigh' and 'max' need a GPT Image 2.5 or 2.6 model."
+        raise ApiError(message, "quality", "unsupported_value")
     call.quality = _choice(f, "quality", qualities)
-    output_format = _choice(f, "output_format", FORMATS) or "png"
+    output_format = _text(f, "output_format") or "png"
+    if output_format in RICH_FORMATS and output_format not in spec.formats and spec.gpt:
+        message = f"Invalid value: '{output_format}'. Output format '{output_format}' needs a GPT Image 2.6 model."
+        raise ApiError(message, "output_format", "unsupported_value")
+    output_format = _choice(f, "output_format", spec.formats) or "png"
     call.background = _choice(f, "background", BACKGROUNDS)
-    if call.background == "transparent" and output_format == "jpeg":
+    if call.background == "transparent" and output_format not in ("png", "webp"):
         raise ApiError("Transparent background requires output_format 'png' or 'webp'.", "background")
-    if _int(f, "output_compression", 100, 0, 100) < 100 and output_format == "png":
+    compression = _int(f, "output_compression", 100, 0, 100)
+    if output_format in ("gif", "svg") and f.get("output_compression") is not None:
+        message = f"Invalid parameter: 'output_compression' is not supported with output_format '{output_format}'."
+        raise ApiError(message, "output_compression", "unsupported_parameter")
+    if compression < 100 and output_format == "png":
         raise ApiError("Compression less than 100 is not supported for PNG output format.", "output_compression")
+    call.complexity = _choice(f, "complexity", COMPLEXITIES)
     call.output_format = output_format if spec.gpt else "png"
     call.response_format = _choice(f, "response_format", ("url", "b64_json")) or ("b64_json" if spec.gpt else "url")
+
+
+def _check_gif(call: Call, f: dict[str, Any], mask: bool) -> None:
+    """frame_count / frame_duration_ms only with gif; gif has no stream, partials, or mask."""
+    if call.output_format != "gif":
+        for name in ("frame_count", "frame_duration_ms"):
+            if f.get(name) is not None:
+                message = f"Invalid parameter: '{name}' is only supported with output_format 'gif'."
+                raise ApiError(message, name, "unsupported_parameter")
+        return
+    low, high, default = GIF_FRAMES
+    call.frame_count = _int(f, "frame_count", default, low, high)
+    call.frame_duration_ms = _int(f, "frame_duration_ms", GIF_FRAME_MS, 1, 2**31 - 1)
+    _refuse_for_format(call, f, "gif")
+    if mask:
+        raise ApiError("Invalid parameter: 'mask' is not supported with output_format 'gif'.", "mask")
+
+
+def _check_svg(call: Call, f: dict[str, Any], form: bool) -> None:
+    """`svg` (or multipart `svg[model]`, `svg[reasoning][effort]`) only with svg output; svg output: n=1, no stream."""
+    svg = _svg_object(f, form)
+    if call.output_format != "svg":
+        if svg is not None:
+            raise ApiError("Invalid parameter: 'svg' is only supported with output_format 'svg'.", "svg")
+        return
+    if call.n != 1:
+        raise ApiError("Invalid 'n': output_format 'svg' only supports n=1.", "n", "integer_above_max_value")
+    _refuse_for_format(call, f, "svg")
+    if svg is None:
+        return
+    author = svg.get("model")
+    if not isinstance(author, str) or not author:
+        raise ApiError("Missing required parameter: 'svg.model'.", "svg.model", "missing_required_parameter")
+    call.svg_model = author
+    reasoning = svg.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, dict):
+        raise ApiError("Invalid type for 'svg.reasoning': expected an object.", "svg.reasoning", "invalid_type")
+    effort = (reasoning or {}).get("effort")
+    if effort is not None and effort not in SVG_EFFORTS:
+        message = f"Invalid value: '{effort}'. Supported values are: {_listing(SVG_EFFORTS)}."
+        raise ApiError(message, "svg.reasoning.effort")
+    call.svg_effort = effort
+
+
+def _svg_object(f: dict[str, Any], form: bool) -> dict[str, Any] | None:
+    """The `svg` object: JSON's value, or multipart's bracketed fields folded back into one."""
+    if not form:
+        value = f.get("svg")
+        if value is not None and not isinstance(value, dict):
+            raise ApiError("Invalid type for 'svg': expected an object.", "svg", "invalid_type")
+        return value
+    keys = [key for key in f if key == "svg" or key.startswith("svg[")]
+    if not keys:
+        return None
+    svg: dict[str, Any] = {}
+    for key in keys:
+        if key == "svg[model]":
+            svg["model"] = f[key]
+        elif key == "svg[reasoning][effort]":
+            svg["reasoning"] = {"effort": f[key]}
+        else:
+            raise ApiError(f"Unknown parameter: '{key}'.", key, "unknown_parameter")
+    return svg
+
+
+def _refuse_for_format(call: Call, f: dict[str, Any], output_format: str) -> None:
+    for name, given in (("stream", call.stream), ("partial_images", f.get("partial_images") is not None)):
+        if given:
+            message = f"Invalid parameter: '{name}' is not supported with output_format '{output_format}'."
+            raise ApiError(message, name, "unsupported_parameter")
+
+
+def _check_markup(data: bytes, first: tuple[int, int]) -> tuple[int, int]:
+    """Markup must be a PNG with alpha, at least one fully transparent pixel, and the first image's size."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            kind, size = image.format, image.size
+            has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            alpha = image.convert("RGBA").getchannel("A").getextrema() if has_alpha else (255, 255)
+    except OSError:
+        kind, size, has_alpha, alpha = None, (0, 0), False, (255, 255)
+    if kind != "PNG" or not has_alpha:
+        raise ApiError("Invalid markup: it must be a PNG image with an alpha channel.", "markup", "invalid_image")
+    if alpha[0] != 0:
+        raise ApiError("Invalid markup: it must contain at least one transparent pixel.", "markup", "invalid_image")
+    if size != first:
+        shown = f"{size[0]}x{size[1]} vs {first[0]}x{first[1]}"
+        raise ApiError(
+            f"Invalid markup: the markup and the first image must have the same dimensions ({shown}).", "markup"
+        )
+    return size
 
 
 def _size(f: dict[str, Any], spec: ModelSpec) -> tuple[str, tuple[int, int]]:
@@ -283,22 +459,51 @@ def _probe(data: bytes, what: str, param: str) -> tuple[int, int]:
     raise ApiError(f"Invalid image file or mode for {what}, please check your image file.", param, "invalid_image")
 
 
+def _image_tokens(width: int, height: int) -> int:
+    """Input tokens for one input image (a 512-pixel tile grid)."""
+    return 65 + 129 * math.ceil(width / 512) * math.ceil(height / 512)
+
+
 def usage_for(call: Call) -> dict[str, Any]:
+    """`usage`: image tokens by quality and pixel count (times frames for gif); 2.5/2.6 add planning text."""
     width, height = call.dims
     square, wide = _OUTPUT_TOKENS[call.resolved_quality]
     per_image = {(1024, 1024): square, (1024, 1536): wide, (1536, 1024): wide}.get((width, height))
     per_image = per_image or max(16, round(square * width * height / (1024 * 1024)))  # gpt-image-2 free sizes
-    output = per_image * (1 if call.stream else call.n)
+    if call.output_format == "gif":
+        per_image *= call.frame_count
+    images = 1 if call.stream else call.n
+    output_images = per_image * images
     text = max(1, len(call.prompt) // 4)
-    image = sum(65 + 129 * math.ceil(w / 512) * math.ceil(h / 512) for w, h in call.input_dims)
+    planning = _PLANNING_TOKENS[call.complexity or "medium"] + text // 2 if call.reasoning else 0
+    output_text = planning * images
+    image = sum(_image_tokens(w, h) for w, h in call.input_dims)
+    if call.markup_dims is not None:
+        image += _image_tokens(*call.markup_dims)
     if call.input_fidelity == "high" and call.input_dims:
         image += 4096
+    output = output_images + output_text
     return {
         "input_tokens": text + image,
         "input_tokens_details": {"text_tokens": text, "image_tokens": image},
         "output_tokens": output,
-        "output_tokens_details": {"image_tokens": output, "text_tokens": 0},
+        "output_tokens_details": {"image_tokens": output_images, "text_tokens": output_text},
         "total_tokens": text + image + output,
+    }
+
+
+def svg_usage_for(call: Call, svg: bytes) -> dict[str, Any]:
+    """`svg_usage`: the SVG author read the prompt and the reference image, reasoned, then wrote `svg`."""
+    width, height = call.dims
+    input_tokens = max(1, len(call.prompt) // 4) + _image_tokens(width, height)
+    reasoning = _SVG_REASONING[call.svg_effort or "medium"]
+    output = reasoning + max(1, len(svg) // 4)
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": output,
+        "reasoning_tokens": reasoning,
+        "total_tokens": input_tokens + output,
+        "model": call.svg_model,
     }
 
 
@@ -496,11 +701,27 @@ class FakeOpenAI:
         width, height = call.dims
         transparent = call.background == "transparent"
         fmt = call.output_format
-        images = [make_image(width, height, fmt, seed=self.seed + i, transparent=transparent) for i in range(call.n)]
-        if self.image is not None:  # --image: a fixed file, e.g. the benchmarks' realistic 2.6 MB PNG
-            images = [self.image] * call.n
+        extra: dict[str, Any] = {}
+        if fmt == "gif":
+            frames, delay = call.frame_count, call.frame_duration_ms
+            images = [make_gif(width, height, frames, delay, seed=self.seed + i) for i in range(call.n)]
+        elif fmt == "svg":
+            images = [make_svg(width, height, call.prompt, seed=self.seed)]
+            extra["svg_usage"] = svg_usage_for(call, images[0])
+        else:
+            images = [
+                make_image(width, height, fmt, seed=self.seed + i, transparent=transparent) for i in range(call.n)
+            ]
+            if self.image is not None:  # --image: a fixed file, e.g. the benchmarks' realistic 2.6 MB PNG
+                images = [self.image] * call.n
+        if call.safety_identifier:
+            extra["safety_identifier"] = call.safety_identifier
         if call.model.startswith("dall-e"):
-            return {"created": int(time.time()), "data": [self._dalle_item(request, call, data) for data in images]}
+            return {
+                "created": int(time.time()),
+                "data": [self._dalle_item(request, call, data) for data in images],
+                **extra,
+            }
         return {
             "created": int(time.time()),
             "data": [{"b64_json": _b64(data)} for data in images],
@@ -509,6 +730,7 @@ class FakeOpenAI:
             "quality": call.resolved_quality,
             "size": f"{width}x{height}",
             "usage": usage_for(call),
+            **extra,
         }
 
     def _dalle_item(self, request: web.Request, call: Call, data: bytes) -> dict[str, Any]:
