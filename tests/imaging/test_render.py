@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageChops
 
 from imagegate.imaging.pool import run_image_task, shutdown_pool
-from imagegate.imaging.render import render_edit, render_generation
+from imagegate.imaging.render import apply_markup, render_edit, render_frames, render_generation
 
 
 def generate(
@@ -176,3 +176,73 @@ async def test_rendering_runs_in_the_bounded_image_pool() -> None:
     assert size == (64, 64)
     assert await run_image_task(sum, [1, 2]) == 3  # a fresh pool after shutdown
     shutdown_pool()
+
+
+def frames(count: int = 4, transparent: bool = False, index: int = 0) -> list[Image.Image]:
+    return render_frames(
+        prompt="a bouncing ball",
+        seed=5,
+        width=160,
+        height=120,
+        index=index,
+        model="gpt-image-2",
+        count=count,
+        transparent=transparent,
+    )
+
+
+def test_frames_are_deterministic_and_each_one_differs() -> None:
+    first, second = frames(), frames()
+
+    assert [f.tobytes() for f in first] == [f.tobytes() for f in second]
+    assert len(first) == 4
+    assert all(f.size == (160, 120) and f.mode == "RGB" for f in first)
+    assert len({f.tobytes() for f in first}) == 4
+    assert [f.tobytes() for f in frames(index=1)] != [f.tobytes() for f in first]
+
+
+def test_frames_share_the_generation_picture_outside_the_moving_parts() -> None:
+    picture = render_generation(
+        prompt="a bouncing ball", seed=5, width=160, height=120, index=0, model="gpt-image-2", transparent=False
+    )
+
+    for frame in frames():
+        # The bottom half (prompt area, footer) is untouched; the overlay lives in the top band.
+        assert frame.crop((0, 60, 160, 120)).tobytes() == picture.crop((0, 60, 160, 120)).tobytes()
+
+
+def test_transparent_frames_keep_alpha_and_one_frame_is_allowed() -> None:
+    many = frames(count=3, transparent=True)
+
+    assert all(f.mode == "RGBA" and f.getpixel((0, 119))[3] == 0 for f in many)  # type: ignore[index]
+    assert len(frames(count=1)) == 1
+    with pytest.raises(ValueError, match="at least 1"):
+        frames(count=0)
+
+
+def test_apply_markup_composites_over_the_base() -> None:
+    base = Image.new("RGB", (40, 30), (0, 0, 255))
+    markup = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+    markup.paste((255, 0, 0, 255), (0, 0, 10, 30))  # opaque red stroke on the left
+    markup.paste((255, 0, 0, 128), (20, 0, 30, 30))  # half-transparent red
+
+    result = apply_markup(base, markup)
+
+    assert result.mode == "RGB" and result.size == (40, 30)
+    assert result.getpixel((5, 5)) == (255, 0, 0)
+    assert result.getpixel((15, 5)) == (0, 0, 255)
+    red, _green, blue = result.getpixel((25, 5))  # type: ignore[misc]
+    assert 120 <= red <= 136 and 119 <= blue <= 135
+
+
+def test_apply_markup_keeps_alpha_and_refuses_other_sizes() -> None:
+    base = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    markup = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    markup.putpixel((1, 1), (255, 255, 255, 255))
+
+    result = apply_markup(base, markup)
+
+    assert result.mode == "RGBA" and result.getpixel((1, 1)) == (255, 255, 255, 255)
+    assert result.getpixel((0, 0))[3] == 0  # type: ignore[index]
+    with pytest.raises(ValueError, match="same size"):
+        apply_markup(base, Image.new("RGBA", (8, 9)))

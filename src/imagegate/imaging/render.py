@@ -83,6 +83,77 @@ def render_edit(
     return result
 
 
+def render_frames(
+    *,
+    prompt: str,
+    seed: int,
+    width: int,
+    height: int,
+    index: int,
+    model: str,
+    count: int,
+    transparent: bool = False,
+) -> list[Image.Image]:
+    """``count`` frames of an animated sandbox picture: the :func:`render_generation` picture
+    with a seeded marker that travels left to right, a progress bar and "frame i/count".
+
+    The picture is drawn once and each frame only adds its overlay, so frames differ from each
+    other and from nothing else. ValueError when ``count`` is below 1.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    picture = render_generation(
+        prompt=prompt, seed=seed, width=width, height=height, index=index, model=model, transparent=transparent
+    )
+    rng = _rng("frames", prompt, seed, width, height, index, model)
+    colour = (*_colour(rng, 0.9, 1.0), 255)
+    base = picture.convert("RGBA")
+    size = (width, height)
+    short = min(width, height)
+    radius = max(2, short // 16)
+    margin = max(3, short // 40)
+    track_y = int(height * 0.14)
+    label_size = max(8, short // 30)
+    frames = []
+    for number in range(count):
+        share = number / (count - 1) if count > 1 else 0.0
+        overlay = Image.new("RGBA", size, (0, 0, 0, 0))
+        draw = ImageDraw.Draw(overlay)
+        x = margin + radius + share * max(0, width - 2 * (margin + radius))
+        draw.ellipse((x - radius, track_y - radius, x + radius, track_y + radius), fill=colour, outline=_BLACK)
+        bar_height = max(2, short // 100)
+        draw.rectangle((0, 0, width * (number + 1) / count, bar_height), fill=colour)
+        draw.text(
+            (width - margin, margin + bar_height),
+            f"frame {number + 1}/{count}",
+            font=_font(label_size),
+            fill=_WHITE,
+            anchor="ra",
+            stroke_width=max(1, label_size // 12),
+            stroke_fill=_BLACK,
+        )
+        frame = Image.alpha_composite(base, overlay)
+        frames.append(frame if transparent else frame.convert("RGB"))
+    return frames
+
+
+def apply_markup(base: Image.Image, markup: Image.Image) -> Image.Image:
+    """``markup`` (a transparent drawing, same size) composited over ``base``.
+
+    OpenAI's edit ``markup`` guides the edit with strokes drawn over the first input image.
+    The result is RGBA when ``base`` has alpha and RGB otherwise. ValueError on a size mismatch.
+    """
+    if markup.size != base.size:
+        raise ValueError(
+            f"markup is {markup.width}x{markup.height} but the image is {base.width}x{base.height}; "
+            "they must be the same size"
+        )
+    mode = "RGBA" if _has_alpha(base) else "RGB"
+    layer = markup if markup.mode == "RGBA" else markup.convert("RGBA")
+    combined = Image.alpha_composite(base.convert("RGBA"), layer)
+    return combined if mode == "RGBA" else combined.convert("RGB")
+
+
 # --- pieces ----------------------------------------------------------------------------------
 
 
