@@ -126,7 +126,7 @@ def models(config_file: Path | None, data_dir: Path | None) -> None:
 @click.argument("prompt")
 @click.option("--model", default=None, help="Catalog model (default from config).")
 @click.option("--size", default=None, help='"WxH", "W:H" or "auto".')
-@click.option("--output-format", default=None, type=click.Choice(["png", "jpeg", "webp", "gif", "avif"]))
+@click.option("--output-format", default=None, type=click.Choice(["png", "jpeg", "webp", "gif", "avif", "svg"]))
 @click.option(
     "-o",
     "--output",

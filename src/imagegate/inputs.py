@@ -130,4 +130,16 @@ async def decode_inputs(probed: ProbedInputs, limits: Limits) -> EditInputs:
         fit = (first.width, first.height) if first.source_size else None
         mask = probed.mask
         decoded_mask = await run_image_task(decode_mask, mask.data, mask.param, expected, caps, fit)
+        if mask.param == "markup":  # the overlay slot holds the markup instead of a mask
+            check_markup(decoded_mask)
+            return EditInputs(images=decoded, markup=decoded_mask)
     return EditInputs(images=decoded, mask=decoded_mask)
+
+
+def check_markup(markup: DecodedImage) -> None:
+    """A markup overlay must let the image show through somewhere: at least one fully transparent pixel."""
+    low, _ = markup.image.getchannel("A").getextrema()
+    if low != 0:
+        raise InvalidRequestError(
+            "markup must be a transparent PNG overlay: it has no fully transparent pixel", param="markup"
+        )

@@ -21,6 +21,7 @@ from imagegate.imaging.convert import identify_with_pillow, transcode
 from imagegate.imaging.encoded import ImageBytes
 from imagegate.imaging.header import HEAD_BYTES, TAIL_BYTES, identify_header
 from imagegate.imaging.pool import run_image_task
+from imagegate.imaging.svg import svg_size
 from imagegate.providers.base import ProducedImage, ProviderResult
 from imagegate.routing.router import Attempt
 from imagegate.storage.blobs import LocalBlobStore, StoredFile
@@ -81,7 +82,16 @@ class Completion:
             "background": self.result.background,
         }
         if self.result.usage:
-            body["usage"] = dict(self.result.usage)
+            usage = dict(self.result.usage)
+            svg_usage = usage.pop("svg_usage", None)  # a sibling of `usage` in OpenAI's response
+            if usage:
+                body["usage"] = usage
+            if svg_usage is not None:
+                body["svg_usage"] = svg_usage
+        options = self.plan.jobs[0].options
+        identifier = options.get("safety_identifier") or options.get("user")
+        if isinstance(identifier, str) and identifier:
+            body["safety_identifier"] = identifier  # the effective one, as OpenAI reports it
         return body
 
     def meta(self) -> dict[str, Any]:
@@ -143,6 +153,8 @@ async def finish_images(plan: Plan, result: ProviderResult, provider: str) -> tu
 async def convert_image(plan: Plan, image: ProducedImage, provider: str) -> FinalImage:
     """Identify from the header; decode and re-encode only when the format or compression must change."""
     content = image.content
+    if plan.final_format == "svg":  # a vector image: never transcoded (no provider converts to SVG)
+        return FinalImage(content, "svg", *_svg_size(content, provider), image.revised_prompt)
     try:
         fmt, width, height = await _identify(content)
         if fmt != plan.final_format or plan.convert:
@@ -155,6 +167,18 @@ async def convert_image(plan: Plan, image: ProducedImage, provider: str) -> Fina
             f"{provider} returned an unreadable image: {exc}", provider=provider, may_have_charged=True
         ) from None
     return FinalImage(content, plan.final_format, width, height, image.revised_prompt)
+
+
+def _svg_size(content: ImageBytes, provider: str) -> tuple[int, int]:
+    """The declared size of an SVG the provider returned; anything else is a malformed reply."""
+    size = svg_size(content.raw)
+    if size is None:
+        raise UpstreamMalformedError(
+            f"{provider} returned something that is not a readable SVG document",
+            provider=provider,
+            may_have_charged=True,
+        )
+    return size
 
 
 async def _identify(content: ImageBytes) -> tuple[str, int, int]:

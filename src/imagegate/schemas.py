@@ -12,20 +12,34 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from imagegate.core.quoting import clip, quote
 from imagegate.core.sizes import build_size_request
-from imagegate.core.types import ParamError, PublicRequest
+from imagegate.core.types import MAX_FRAMES, MIN_FRAMES, ParamError, PublicRequest
 from imagegate.errors import InvalidRequestError, MissingParameterError
 
 # Parameters that a multipart form sends as text; JSON bodies are validated strictly (no 0 for false).
-INT_PARAMS = ("n", "output_compression", "partial_images", "seed")
+INT_PARAMS = ("n", "output_compression", "partial_images", "seed", "frame_count", "frame_duration_ms")
 BOOL_PARAMS = ("stream", "dry_run")
 # Optional public parameters whose handling the catalog describes per offering.
-OPTION_PARAMS = ("moderation", "user", "seed", "style", "input_fidelity", "safety_identifier")
+OPTION_PARAMS = ("moderation", "user", "seed", "style", "input_fidelity", "safety_identifier", "complexity")
+SVG_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 
 class ImageRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image_url: str | None = Field(None, description="A data: URL (base64) of a PNG, JPEG or WebP image.")
     file_id: str | None = Field(None, description="Not supported by this gateway.")
+
+
+class SvgReasoning(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+
+
+class SvgOptions(BaseModel):
+    """OpenAI's `svg` object: which model authors the SVG, and its reasoning effort."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model: str = Field(min_length=1, max_length=200, description="The SVG author model.")
+    reasoning: SvgReasoning | None = None
 
 
 class ImageParams(BaseModel):
@@ -41,7 +55,7 @@ class ImageParams(BaseModel):
     resolution: str | None = Field(None, description='"0.5K" "1K" "2K" "4K" or megapixels like "0.25", "1"')
     quality: str | None = None
     background: Literal["transparent", "opaque", "auto"] | None = None
-    output_format: Literal["png", "jpeg", "webp", "gif", "avif"] | None = None
+    output_format: Literal["png", "jpeg", "webp", "gif", "avif", "svg"] | None = None
     output_compression: int | None = Field(None, ge=0, le=100)
     response_format: Literal["url", "b64_json"] | None = None
     moderation: str | None = None
@@ -49,6 +63,12 @@ class ImageParams(BaseModel):
     safety_identifier: str | None = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     style: str | None = None
+    complexity: Literal["low", "medium", "high"] | None = Field(
+        None, description="Planning effort, independent of quality (OpenAI's GPT Image 2.6)."
+    )
+    frame_count: int | None = Field(None, description="GIF frames, 2-16 (output_format gif).")
+    frame_duration_ms: int | None = Field(None, description="Delay per GIF frame in ms (output_format gif).")
+    svg: SvgOptions | None = Field(None, description="The SVG author model and effort (output_format svg).")
     stream: bool | None = None
     partial_images: int | None = Field(None, ge=0, le=3)
     dry_run: bool | None = Field(None, description="Return the estimate per candidate provider; call nobody.")
@@ -89,15 +109,38 @@ class EditParams(ImageParams):
     input_fidelity: str | None = None
     images: list[ImageRef] | None = Field(None, description="JSON form only: the input images.")
     mask: ImageRef | None = Field(None, description="JSON form only: the mask.")
+    markup: ImageRef | None = Field(None, description="JSON form only: a transparent PNG overlay guiding the edit.")
 
 
 def parse_params(cls: type[ImageParams], data: dict[str, Any]) -> ImageParams:
     """Validate a body; pydantic errors become a 400 naming the first offending parameter."""
     cleaned = {k: v for k, v in data.items() if not (isinstance(v, str) and v == "" and k != "prompt")}
+    cleaned = fold_svg_fields(cleaned)
     try:
         return cls.model_validate(cleaned, strict=True)
     except ValidationError as exc:
         raise _translate(exc) from None
+
+
+def fold_svg_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Multipart sends the `svg` object as `svg[model]` and `svg[reasoning][effort]` (as OpenAI's SDK
+    does): fold them into one object. Any other `svg[...]` name, or a mix with a JSON `svg`, is refused."""
+    names = [key for key in fields if key.startswith("svg[")]
+    if not names:
+        return fields
+    if "svg" in fields:
+        raise InvalidRequestError("send svg either as an object or as svg[...] fields, not both", param="svg")
+    folded = {k: v for k, v in fields.items() if not k.startswith("svg[")}
+    svg: dict[str, Any] = {}
+    for key in names:
+        if key == "svg[model]":
+            svg["model"] = fields[key]
+        elif key == "svg[reasoning][effort]":
+            svg["reasoning"] = {"effort": fields[key]}
+        else:
+            raise InvalidRequestError(f"unknown svg field {quote(key)}", param=clip(key))
+    folded["svg"] = svg
+    return folded
 
 
 def _translate(exc: ValidationError) -> InvalidRequestError:
@@ -115,9 +158,15 @@ def _translate(exc: ValidationError) -> InvalidRequestError:
 
 
 def to_public(
-    params: ImageParams, mode: Literal["text-to-image", "image-edit"], images: int, mask: bool
+    params: ImageParams,
+    mode: Literal["text-to-image", "image-edit"],
+    images: int,
+    mask: bool,
+    markup: bool = False,
 ) -> PublicRequest:
+    """The request in core terms; raises `ParamError` for what no provider could accept."""
     size = build_size_request(params.size, params.aspect_ratio, params.resolution)
+    check_output_options(params, mask, markup)
     known = set(type(params).model_fields)
     options = {name: getattr(params, name, None) for name in OPTION_PARAMS if name in known}
     extra = dict(params.model_extra or {})
@@ -134,7 +183,35 @@ def to_public(
         extra=extra,
         input_images=images,
         has_mask=mask,
+        has_markup=markup,
+        stream=bool(params.stream),
+        frame_count=params.frame_count,
+        frame_duration_ms=params.frame_duration_ms,
+        svg=params.svg.model_dump(exclude_none=True) if params.svg is not None else None,
     )
+
+
+def check_output_options(params: ImageParams, mask: bool, markup: bool) -> None:
+    """The rules of OpenAI's GIF, SVG and markup options that hold whatever the model (openai SDK 3.57)."""
+    fmt = params.output_format
+    for name in ("frame_count", "frame_duration_ms"):
+        if getattr(params, name) is not None and fmt != "gif":
+            raise ParamError(name, f"{name} is only used with output_format 'gif'", "unsupported_parameter")
+    if params.frame_count is not None and not MIN_FRAMES <= params.frame_count <= MAX_FRAMES:
+        raise ParamError(
+            "frame_count", f"frame_count must be between {MIN_FRAMES} and {MAX_FRAMES}, got {params.frame_count}"
+        )
+    if params.frame_duration_ms is not None and params.frame_duration_ms < 1:
+        raise ParamError("frame_duration_ms", f"frame_duration_ms must be at least 1, got {params.frame_duration_ms}")
+    if params.svg is not None and fmt != "svg":
+        raise ParamError("svg", "the svg object is only used with output_format 'svg'", "unsupported_parameter")
+    if fmt == "svg":
+        if params.n != 1:
+            raise ParamError("n", f"SVG output makes one image; use n=1 (got {params.n})", "unsupported_value")
+        if params.stream:
+            raise ParamError("stream", "SVG output cannot be streamed", "unsupported_value")
+    if markup and mask:
+        raise ParamError("markup", "markup cannot be combined with mask; send one of them", "unsupported_parameter")
 
 
 def param_error(exc: ParamError) -> InvalidRequestError:

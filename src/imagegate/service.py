@@ -106,7 +106,9 @@ class ImageService:
             return model, provider
         raise ModelNotFoundError(f"The model {quote(asked)} does not exist in this gateway's catalog.", param="model")
 
-    def prepare(self, params: ImageParams, mode: Mode, images: int = 0, mask: bool = False) -> Prepared:
+    def prepare(
+        self, params: ImageParams, mode: Mode, images: int = 0, mask: bool = False, markup: bool = False
+    ) -> Prepared:
         model, forced = self.resolve_model(params.model)
         if mode not in model.modes:
             raise InvalidRequestError(f"{model.id} does not support {mode}", param="model", code="unsupported_mode")
@@ -124,10 +126,18 @@ class ImageService:
                     code="too_many_images",
                 )
         try:
-            request = to_public(params, mode, images, mask)
+            request = to_public(params, mode, images, mask, markup)
         except ParamError as exc:
             raise param_error(exc) from None
-        candidates = eligible(model, Needs(mode, images, mask), self.registry, self.today(), forced)
+        needs = Needs(
+            mode,
+            images,
+            mask,
+            markup=markup,
+            svg=request.output_format == "svg",
+            animation=request.frame_count is not None,
+        )
+        candidates = eligible(model, needs, self.registry, self.today(), forced)
         fmt = params.response_format or self.settings.default_response_format
         return Prepared(
             model,

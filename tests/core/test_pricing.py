@@ -93,3 +93,61 @@ def test_unknown_price_is_none_not_zero() -> None:
 def test_free_pricing() -> None:
     assert image_price(Pricing(free=True), "high", None, None) == Decimal(0)
     assert token_cost(TokenPrices(Decimal(1), Decimal(1), Decimal(1)), {}) == Decimal(0)
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        # GPT Image 2.5: image output tokens at 30.00, the text (reasoning) output tokens unbilled (0, stated)
+        (
+            {
+                "input_tokens": 4,
+                "input_tokens_details": {"text_tokens": 4, "image_tokens": 0},
+                "output_tokens": 22196,
+                "output_tokens_details": {"image_tokens": 21938, "text_tokens": 258},
+            },
+            "0.65816",
+        ),
+        # an edit with a cached input image: 8.00 per million image tokens in, 2.00 cached
+        (
+            {
+                "input_tokens": 1010,
+                "input_tokens_details": {"text_tokens": 10, "image_tokens": 1000, "cached_image_tokens": 400},
+                "output_tokens": 1000,
+                "output_tokens_details": {"image_tokens": 1000, "text_tokens": 0},
+            },
+            "0.03565",
+        ),
+    ],
+)
+def test_token_cost_by_token_kind(usage: dict, expected: str) -> None:
+    offering = CATALOG.get("gpt-image-2.5-sunburst").offering("openai")
+    assert token_cost(offering.pricing.tokens, usage) == Decimal(expected)
+
+
+def test_a_stated_zero_price_is_a_price_and_an_unstated_one_falls_back() -> None:
+    prices = CATALOG.get("gpt-image-1").offering("openai").pricing.tokens
+    usage = {"input_tokens": 0, "output_tokens": 100, "output_tokens_details": {"image_tokens": 0, "text_tokens": 100}}
+    assert prices.text_output is None
+    assert token_cost(prices, usage) == Decimal("0.0005")  # unstated: text output at the text input price
+    free_text = CATALOG.get("gpt-image-2.6-flare").offering("openai").pricing.tokens
+    assert free_text.text_output == 0 and token_cost(free_text, usage) == 0
+
+
+def test_svg_author_tokens_make_the_cost_unknown_never_a_partial_sum() -> None:
+    offering = CATALOG.get("gpt-image-2.6-sunburst").offering("openai")
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 1000,
+        "svg_usage": {"model": "gpt-5.5", "input_tokens": 900, "output_tokens": 3000, "total_tokens": 3900},
+    }
+    assert actual_cost(offering, "medium", Dimensions(1024, 1024), None, 1, usage) is None
+    del usage["svg_usage"]
+    assert actual_cost(offering, "medium", Dimensions(1024, 1024), None, 1, usage) == Decimal("0.03005")
+
+
+def test_every_successor_named_in_the_catalog_resolves() -> None:
+    for model in CATALOG.models():
+        for offering in model.offerings:
+            successor = offering.lifecycle.successor
+            assert successor is None or CATALOG.get(successor) is not None, (model.id, successor)

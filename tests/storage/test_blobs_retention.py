@@ -113,7 +113,9 @@ async def test_retention_purges_periodically_and_reports_metrics(tmp_path: Path)
     try:
         stale = await store.put(bytes(10), "png")
         _age(stale.path, 3600)  # expires while the gateway runs, after the start-up purge
-        await _until(lambda: not stale.path.exists())
+        # a pass unlinks first and reports after: wait for its report, not only for the unlink
+        await _until(lambda: _sample(metrics, "imagegate_files_purged_total", {"reason": "expired"}) >= 1)
+        await _until(lambda: _sample(metrics, "imagegate_stored_files") == 1)
     finally:
         await retention.stop()
     assert not stale.path.exists() and kept.path.exists()

@@ -9,6 +9,9 @@ from __future__ import annotations
 from imagegate.core.quoting import clip, quote
 from imagegate.core.sizes import choose_size
 from imagegate.core.types import (
+    DEFAULT_FRAME_MS,
+    DEFAULT_FRAMES,
+    MAX_FRAME_MS,
     Capabilities,
     Decision,
     Handling,
@@ -22,11 +25,11 @@ from imagegate.core.types import (
 )
 
 # Formats that can carry an alpha channel, and those where output_compression means something.
-ALPHA_FORMATS = frozenset({"png", "webp", "gif", "avif"})
+ALPHA_FORMATS = frozenset({"png", "webp", "gif", "avif", "svg"})
 LOSSY_FORMATS = frozenset({"jpeg", "webp", "avif"})
 # Unknown parameters are passed to the provider's body; none may name an address or a credential.
 _FORBIDDEN_EXTRA = ("url", "webhook", "key", "token", "secret", "header", "host", "endpoint", "auth")
-_RESERVED = frozenset({"model", "prompt", "image", "images", "mask", "stream", "partial_images"})
+_RESERVED = frozenset({"model", "prompt", "image", "images", "mask", "markup", "stream", "partial_images"})
 MAX_N = 10
 
 
@@ -41,10 +44,12 @@ def plan_request(request: PublicRequest, offering: Offering) -> Plan:
     warnings.extend(size.notes)
     final_format, job_format, fmt_decision = _choose_format(request, caps)
     decisions.append(fmt_decision)
+    native = _native_outputs(request, caps, job_format, decisions)
+    _check_markup(request, caps, decisions)
     background = _choose_background(request, caps, final_format, decisions, warnings)
     final_compression, job_compression = _choose_compression(request, caps, final_format, job_format, decisions)
     quality = _choose_quality(request, caps, decisions, warnings)
-    options = _choose_options(request, caps, decisions, warnings)
+    options = _choose_options(request, caps, decisions, warnings) | native
     extra = _check_extra(request.extra, decisions)
     counts = _fan_out(request.n, caps, decisions)
     provider_model = offering.model_ids[request.mode]
@@ -120,6 +125,31 @@ def _size_decision(asked: SizeRequest, chosen: SizeChoice) -> Decision:
 
 def _choose_format(request: PublicRequest, caps: Capabilities) -> tuple[str, str, Decision]:
     asked = request.output_format
+    if asked == "svg" and not caps.svg:
+        raise ParamError(
+            "output_format",
+            "this model/provider cannot make SVG, and a raster image has no faithful conversion to a vector one",
+            "unsupported_value",
+        )
+    if asked == "gif" and request.frame_count is not None and not caps.animated_gif:
+        raise ParamError(
+            "frame_count",
+            "this model/provider cannot make animated GIFs; without frame_count a still image is returned as a "
+            "one-frame GIF",
+            "unsupported_parameter",
+        )
+    if asked == "svg":
+        return (
+            "svg",
+            "svg",
+            Decision("output_format", "svg", "svg", "passthrough", "a vector image, made by the provider"),
+        )
+    if asked == "gif" and caps.animated_gif:
+        return (
+            "gif",
+            "gif",
+            Decision("output_format", "gif", "gif", "passthrough", "animated GIF, made by the provider"),
+        )
     if asked is None:
         return (
             caps.default_format,
@@ -131,7 +161,51 @@ def _choose_format(request: PublicRequest, caps: Capabilities) -> tuple[str, str
     # Emulate: ask for a lossless native format (keeps alpha) and convert in the gateway.
     job_format = "png" if "png" in caps.formats else caps.default_format
     note = f"provider returns {job_format}; converted to {asked} by the gateway"
+    if asked == "gif":
+        note += " (a one-frame GIF: this provider cannot animate)"
     return asked, job_format, Decision("output_format", asked, job_format, "emulated", note)
+
+
+def _native_outputs(
+    request: PublicRequest, caps: Capabilities, job_format: str, decisions: list[Decision]
+) -> dict[str, object]:
+    """The wire options of a provider-made animated GIF or SVG, and the rules they bring (OpenAI's)."""
+    options: dict[str, object] = {}
+    if job_format == "gif" and caps.animated_gif:
+        for param, asked in (("stream", request.stream), ("mask", request.has_mask)):
+            if asked:
+                raise ParamError(param, f"an animated GIF cannot be made with {param}", "unsupported_parameter")
+        frames = request.frame_count
+        options["frame_count"] = frames if frames is not None else DEFAULT_FRAMES
+        note = "" if frames is not None else f"provider default: {DEFAULT_FRAMES} frames"
+        decisions.append(Decision("frame_count", frames, options["frame_count"], "passthrough", note))
+        delay = request.frame_duration_ms
+        if delay is not None:
+            sent = min(delay, MAX_FRAME_MS)
+            options["frame_duration_ms"] = sent
+            handling: Handling = "passthrough" if sent == delay else "converted"
+            capped = f"capped at {MAX_FRAME_MS} ms per frame" if sent != delay else "rounded to 10 ms in the GIF"
+            decisions.append(Decision("frame_duration_ms", delay, sent, handling, capped))
+        else:
+            decisions.append(
+                Decision("frame_duration_ms", None, None, "passthrough", f"provider default {DEFAULT_FRAME_MS} ms")
+            )
+    if job_format == "svg" and request.svg is not None:
+        options["svg"] = dict(request.svg)
+        decisions.append(Decision("svg", dict(request.svg), dict(request.svg), "passthrough"))
+    return options
+
+
+def _check_markup(request: PublicRequest, caps: Capabilities, decisions: list[Decision]) -> None:
+    if not request.has_markup:
+        return
+    if not caps.markup:
+        raise ParamError(
+            "markup",
+            "this model/provider cannot take a markup overlay, and there is no faithful way to emulate one",
+            "unsupported_parameter",
+        )
+    decisions.append(Decision("markup", "overlay", "overlay", "passthrough", "a transparent PNG over the first image"))
 
 
 def _choose_background(
@@ -147,7 +221,7 @@ def _choose_background(
     if asked == "transparent" and final_format not in ALPHA_FORMATS:
         raise ParamError(
             "background",
-            f"background 'transparent' needs an output format with alpha (png, webp, gif, avif); "
+            f"background 'transparent' needs an output format with alpha (png, webp, gif, avif, svg); "
             f"{final_format} has none",
             "unsupported_value",
         )

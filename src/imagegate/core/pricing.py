@@ -83,13 +83,18 @@ def token_cost(prices: TokenPrices, usage: Mapping[str, object]) -> Decimal:
     image_out = output - text_out if out_details else output
     total = (
         Decimal(text_in - cached_text) * prices.text_input
-        + Decimal(cached_text) * (prices.cached_text_input or prices.text_input)
+        + Decimal(cached_text) * _or(prices.cached_text_input, prices.text_input)
         + Decimal(image_in - cached_image) * prices.image_input
-        + Decimal(cached_image) * (prices.cached_image_input or prices.image_input)
+        + Decimal(cached_image) * _or(prices.cached_image_input, prices.image_input)
         + Decimal(image_out) * prices.image_output
-        + Decimal(text_out) * (prices.text_output or prices.text_input)
+        + Decimal(text_out) * _or(prices.text_output, prices.text_input)
     )
     return total / MILLION
+
+
+def _or(price: Decimal | None, fallback: Decimal) -> Decimal:
+    """`price` where the catalog states one (a stated 0 is a price), else `fallback`."""
+    return fallback if price is None else price
 
 
 def _int(value: object) -> int:
@@ -104,10 +109,16 @@ def actual_cost(
     count: int,
     usage: Mapping[str, object] | None,
 ) -> Decimal | None:
-    """Cost of what was produced: token prices on `usage` when both exist, else the image table."""
+    """Cost of what was produced: token prices on `usage` when both exist, else the image table.
+
+    An SVG's `svg_usage` (the author model's tokens, billed on top of the image tokens) makes the cost
+    unknown: the catalog has no prices for author models, and a partial sum would understate it.
+    """
     pricing = offering.pricing
     if pricing.free:
         return Decimal(0)
+    if usage and isinstance(usage.get("svg_usage"), Mapping):
+        return None
     if usage and pricing.tokens is not None:
         return token_cost(pricing.tokens, usage)
     one = image_price(pricing, quality, dims, tier)

@@ -14,8 +14,12 @@ from typing import Literal
 
 MODES: tuple[str, ...] = ("text-to-image", "image-edit")
 Mode = Literal["text-to-image", "image-edit"]
-OUTPUT_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp", "gif", "avif")
-OutputFormat = Literal["png", "jpeg", "webp", "gif", "avif"]
+OUTPUT_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp", "gif", "avif", "svg")
+OutputFormat = Literal["png", "jpeg", "webp", "gif", "avif", "svg"]
+RASTER_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp", "gif", "avif")
+# Animated GIF output (OpenAI's `frame_count` / `frame_duration_ms`, openai SDK 3.57).
+MIN_FRAMES, MAX_FRAMES, DEFAULT_FRAMES, DEFAULT_FRAME_MS = 2, 16, 9, 200
+MAX_FRAME_MS = 655_350  # OpenAI caps the encoded delay here (a GIF delay is 16 bits of 10 ms)
 Handling = Literal["passthrough", "renamed", "converted", "emulated", "unsupported", "dropped"]
 Status = Literal["active", "deprecated", "retired"]
 
@@ -192,6 +196,13 @@ class Capabilities:
     max_prompt_chars: int = 32000
     streaming: bool = False
     params: dict[str, ParamRule] = field(default_factory=dict)
+    # Outputs that only some models make natively (no faithful conversion exists for the others):
+    # `animated_gif`: `output_format` gif with `frame_count` / `frame_duration_ms`;
+    # `svg`: `output_format` svg (a vector image, n=1, not streamed), with the optional `svg` object;
+    # `markup`: edits guided by a transparent overlay on the first image (never with a mask).
+    animated_gif: bool = False
+    svg: bool = False
+    markup: bool = False
 
 
 # --- money ------------------------------------------------------------------------------------
@@ -311,6 +322,11 @@ class PublicRequest:
     extra: dict[str, object] = field(default_factory=dict)
     input_images: int = 0
     has_mask: bool = False
+    has_markup: bool = False
+    stream: bool = False
+    frame_count: int | None = None
+    frame_duration_ms: int | None = None
+    svg: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)

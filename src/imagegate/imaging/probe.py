@@ -65,7 +65,13 @@ _ORIENTATIONS = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_MASK_RULE = "mask must be a PNG with an alpha channel"
+
+
+def _mask_rule(param: str) -> str:
+    """The rule a mask (or a markup overlay, which follows the same one) broke."""
+    return f"{param.split('.')[0]} must be a PNG with an alpha channel"
+
+
 _SWAPS = frozenset(
     {Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270}
 )
@@ -326,11 +332,11 @@ def decode_mask(
     """
     fmt = _check_format(data, param, limits)
     if fmt != "png":
-        raise InvalidRequestError(f"{_MASK_RULE}; got {_DISPLAY_NAMES[fmt]} file", param=param)
+        raise InvalidRequestError(f"{_mask_rule(param)}; got {_DISPLAY_NAMES[fmt]} file", param=param)
     info, opened = _open(data, param, limits)
     if not _has_alpha(opened):
         opened.close()
-        raise InvalidRequestError(f"{_MASK_RULE}; this PNG has none (mode {opened.mode})", param=param)
+        raise InvalidRequestError(f"{_mask_rule(param)}; this PNG has none (mode {opened.mode})", param=param)
     decoded = _decode(opened, info.format, param)
     if (decoded.width, decoded.height) != tuple(expected):
         raise InvalidRequestError(

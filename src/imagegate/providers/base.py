@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EditInputs:
-    """Decoded, validated input images (first one is the edit base) and the optional mask."""
+    """Decoded, validated input images (first one is the edit base) and the optional mask, or instead
+    of a mask the optional markup: a transparent overlay (RGBA, the first image's size) guiding the edit."""
 
     images: Sequence[DecodedImage]
     mask: DecodedImage | None = None
+    markup: DecodedImage | None = None
 
 
 class ProducedImage:

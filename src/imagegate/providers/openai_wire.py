@@ -35,7 +35,7 @@ from imagegate.providers.http import retry_after_seconds
 from imagegate.redaction import MAX_RELAYED_CHARS, relayable
 
 NAME = "openai"
-NATIVE_FORMATS = frozenset({"png", "jpeg", "webp"})
+NATIVE_FORMATS = frozenset({"png", "jpeg", "webp", "gif", "svg"})
 # Fields the adapter sets itself: the caller's `extra` (and `options`) can never override them.
 OWNED_FIELDS = frozenset(
     {
@@ -54,6 +54,7 @@ OWNED_FIELDS = frozenset(
         "image[]",
         "images",
         "mask",
+        "markup",
     }
 )
 GENERATIONS_ONLY = frozenset({"moderation", "style"})
@@ -116,14 +117,34 @@ async def edit_form(fields: Mapping[str, object], inputs: EditInputs | None) -> 
     pngs = await asyncio.gather(*encoded)
     images, mask = (pngs[:-1], pngs[-1]) if inputs.mask is not None else (pngs, None)
     form = aiohttp.FormData(quote_fields=False)  # quoting would send `image%5B%5D`
-    for name, value in fields.items():
-        form.add_field(name, form_value(value))
+    for name, value in form_fields(fields):
+        form.add_field(name, value)
     part = "image" if len(images) == 1 else "image[]"
     for index, data in enumerate(images):
         form.add_field(part, data, filename=f"image_{index}.png", content_type="image/png")
     if mask is not None:
         form.add_field("mask", mask, filename="mask.png", content_type="image/png")
+    if inputs.markup is not None:
+        markup = await run_image_task(encode_image, inputs.markup.image, "png", None)
+        form.add_field("markup", markup, filename="markup.png", content_type="image/png")
     return form
+
+
+def form_fields(fields: Mapping[str, object]) -> list[tuple[str, str]]:
+    """Multipart fields: an object (the `svg` options) goes as bracketed names, `svg[model]` and
+    `svg[reasoning][effort]`, as OpenAI's SDK sends it; everything else as `form_value` text."""
+    out: list[tuple[str, str]] = []
+
+    def add(name: str, value: object) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                add(f"{name}[{key}]", item)
+        elif value is not None:
+            out.append((name, form_value(value)))
+
+    for name, value in fields.items():
+        add(name, value)
+    return out
 
 
 # --- replies -------------------------------------------------------------------------------------
@@ -211,8 +232,15 @@ def known(value: object) -> str | None:
 
 
 def usage_of(body: Mapping[str, Any]) -> dict[str, object] | None:
+    """The reply's `usage`, with the SVG author's `svg_usage` (a sibling in the reply) folded in."""
     usage = body.get("usage")
-    return dict(usage) if isinstance(usage, dict) else None
+    svg_usage = body.get("svg_usage")
+    if not isinstance(usage, dict):
+        return {"svg_usage": dict(svg_usage)} if isinstance(svg_usage, dict) else None
+    merged = dict(usage)
+    if isinstance(svg_usage, dict):
+        merged["svg_usage"] = dict(svg_usage)
+    return merged
 
 
 def result_items(body: object) -> list[dict[str, Any]]:

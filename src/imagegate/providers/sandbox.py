@@ -16,11 +16,22 @@ from collections.abc import AsyncIterator
 from PIL import Image
 
 from imagegate.config import Settings
-from imagegate.core.types import Lifecycle, ModelInfo, Offering, ParamRule, Pricing, ProviderJob
+from imagegate.core.types import (
+    DEFAULT_FRAME_MS,
+    DEFAULT_FRAMES,
+    Lifecycle,
+    ModelInfo,
+    Offering,
+    ParamRule,
+    Pricing,
+    ProviderJob,
+)
 from imagegate.errors import InvalidRequestError
+from imagegate.imaging.animation import encode_animated_gif
 from imagegate.imaging.convert import encode_image
 from imagegate.imaging.pool import run_image_task
-from imagegate.imaging.render import render_edit, render_generation
+from imagegate.imaging.render import apply_markup, render_edit, render_frames, render_generation
+from imagegate.imaging.svg import render_svg
 from imagegate.providers.base import (
     CallContext,
     EditInputs,
@@ -80,6 +91,14 @@ class SandboxProvider:
             raise InvalidRequestError("an edit needs at least one image", param="image")
 
         async def one(index: int) -> ProducedImage:
+            if job.output_format == "svg":
+                data = render_svg(
+                    prompt=job.prompt, seed=seed, width=width, height=height, index=index, model=job.provider_model
+                )
+                return ProducedImage(data=data, format="svg")
+            if job.output_format == "gif" and "frame_count" in job.options:  # asked to animate
+                data = await run_image_task(_animate, job, inputs, seed, width, height, index, transparent)
+                return ProducedImage(data=data, format="gif")
             if job.mode == "image-edit":
                 assert inputs is not None
                 picture = await run_image_task(_edit, job, inputs, seed, width, height, index)
@@ -142,7 +161,33 @@ def _generate(job: ProviderJob, seed: int, width: int, height: int, index: int, 
     )
 
 
+def _animate(
+    job: ProviderJob, inputs: EditInputs | None, seed: int, width: int, height: int, index: int, transparent: bool
+) -> bytes:
+    """An animated GIF of `frame_count` frames (an edit animates its edited picture's size and prompt)."""
+    count = _int_option(job.options.get("frame_count"), DEFAULT_FRAMES)
+    delay = _int_option(job.options.get("frame_duration_ms"), DEFAULT_FRAME_MS)
+    frames = render_frames(
+        prompt=job.prompt,
+        seed=seed,
+        width=width,
+        height=height,
+        index=index,
+        model=job.provider_model,
+        count=count,
+        transparent=transparent,
+    )
+    return encode_animated_gif(frames, delay, transparent=transparent)
+
+
+def _int_option(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
 def _edit(job: ProviderJob, inputs: EditInputs, seed: int, width: int, height: int, index: int) -> Image.Image:
+    base = inputs.images[0].image
+    if inputs.markup is not None:  # the overlay drawn on the first image, as the model would see it
+        base = apply_markup(base, inputs.markup.image)
     return render_edit(
         prompt=job.prompt,
         seed=seed,
@@ -150,7 +195,7 @@ def _edit(job: ProviderJob, inputs: EditInputs, seed: int, width: int, height: i
         height=height,
         index=index,
         model=job.provider_model,
-        base=inputs.images[0].image,
+        base=base,
         mask=inputs.mask.image if inputs.mask is not None else None,
         others=[item.image for item in inputs.images[1:]],
     )

@@ -24,9 +24,22 @@ from imagegate.providers.registry import ProviderRegistry
 
 @dataclass(frozen=True)
 class Needs:
+    """What a request needs of an offering beyond its mode; an offering lacking one is not a candidate."""
+
     mode: str
     input_images: int = 0
     mask: bool = False
+    markup: bool = False
+    svg: bool = False  # output_format svg
+    animation: bool = False  # output_format gif with frame_count
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Why an offering cannot serve a request, and the parameter that asked for it."""
+
+    message: str
+    param: str
 
 
 @dataclass(frozen=True)
@@ -65,7 +78,7 @@ def eligible(
     primary_up = registry.any_primary_available()
     result: list[Candidate] = []
     retired: list[Offering] = []
-    lacking: list[str] = []
+    lacking: list[Missing] = []
     for offering in offerings:
         provider = registry.get(offering.provider)
         if provider is None or not provider.available():
@@ -85,18 +98,28 @@ def eligible(
     if retired:
         raise _retired_error(model, retired, today)
     if lacking:
-        raise UnsupportedParameterError(lacking[0], param="mask" if "mask" in lacking[0] else "image")
+        raise UnsupportedParameterError(lacking[0].message, param=lacking[0].param)
     raise NoProviderAvailableError(
         f"no configured provider can serve {model.id} right now; configure a provider key or enable the sandbox"
     )
 
 
-def _missing_capability(offering: Offering, needs: Needs) -> str | None:
+def _missing_capability(offering: Offering, needs: Needs) -> Missing | None:
     caps = offering.caps
+    name = offering.provider
     if needs.mask and not caps.mask:
-        return f"{offering.provider} cannot apply a mask for this model"
+        return Missing(f"{name} cannot apply a mask for this model", "mask")
     if needs.input_images > max(caps.max_input_images, 1 if needs.mode == "image-edit" else 0):
-        return f"{offering.provider} accepts at most {caps.max_input_images} input images for this model"
+        return Missing(f"{name} accepts at most {caps.max_input_images} input images for this model", "image")
+    if needs.markup and not caps.markup:
+        return Missing(f"{name} cannot take a markup overlay for this model (no faithful emulation exists)", "markup")
+    if needs.svg and not caps.svg:
+        return Missing(
+            f"{name} cannot make SVG for this model (a raster image has no faithful conversion to a vector one)",
+            "output_format",
+        )
+    if needs.animation and not caps.animated_gif:
+        return Missing(f"{name} cannot make animated GIFs for this model", "frame_count")
     return None
 
 

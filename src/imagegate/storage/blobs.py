@@ -17,6 +17,7 @@ CONTENT_TYPES = {
     "webp": "image/webp",
     "gif": "image/gif",
     "avif": "image/avif",
+    "svg": "image/svg+xml",
 }
 _ID = re.compile(r"^img_[A-Za-z0-9_-]{22}$")
 _EXTS = "|".join(CONTENT_TYPES)

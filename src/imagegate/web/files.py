@@ -10,6 +10,8 @@ from starlette.responses import FileResponse
 from imagegate.errors import NotFoundError, PermissionDeniedError
 from imagegate.storage.signing import LinkError
 
+SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+
 
 async def get_file(request: Request) -> FileResponse:
     state = request.app.state
@@ -29,4 +31,8 @@ async def get_file(request: Request) -> FileResponse:
         raise NotFoundError("file not found", param="file_id", code="file_not_found")
     max_age = max(0, expires - int(time.time()))
     headers = {"cache-control": f"private, max-age={max_age}", "x-content-type-options": "nosniff"}
+    if found.format == "svg":
+        # A provider's SVG is a document: opened from this origin it must not run script, load
+        # anything or reach the gateway's pages, whatever it contains.
+        headers["content-security-policy"] = SVG_POLICY
     return FileResponse(found.path, media_type=found.content_type, headers=headers)

@@ -19,7 +19,7 @@ from imagegate.envelope import Envelope, Ticket
 from imagegate.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from imagegate.footprint import output_bytes
 from imagegate.inputs import RawInput, decode_data_url, decode_inputs, probe_inputs
-from imagegate.schemas import EditParams, GenerateParams, ImageParams, parse_params
+from imagegate.schemas import EditParams, GenerateParams, ImageParams, ImageRef, parse_params
 from imagegate.service import ImageService, Prepared
 from imagegate.web.respond import respond
 
@@ -87,7 +87,8 @@ async def edits(request: Request) -> Response:
         params, images, mask = await _multipart_edit(request, limits.max_file_bytes)
     else:
         raise UnsupportedMediaTypeError("send edits as multipart/form-data or application/json")
-    prepared = _service(request).prepare(params, "image-edit", len(images), mask is not None)
+    is_mask, is_markup = mask is not None and mask.param == "mask", mask is not None and mask.param == "markup"
+    prepared = _service(request).prepare(params, "image-edit", len(images), is_mask, is_markup)
     probed = probe_inputs(images, mask, limits)  # headers only: reserve before decoding
     del images, mask
     outputs = 0 if prepared.dry_run else output_bytes(_service(request), prepared)
@@ -162,16 +163,24 @@ def _json_edit(body: dict[str, Any], max_bytes: int) -> tuple[ImageParams, list[
         raise InvalidRequestError(
             "an edit needs at least one image in 'images'", param="images", code="missing_required_parameter"
         )
-    mask = None
-    if params.mask is not None:
-        if params.mask.file_id is not None:
-            raise InvalidRequestError(
-                "file_id references are not supported; send a data: URL", param="mask.file_id", code="unsupported_value"
-            )
-        if params.mask.image_url is None:
-            raise InvalidRequestError("mask needs an image_url (data: URL)", param="mask")
-        mask = RawInput("mask", decode_data_url(params.mask.image_url, "mask.image_url", max_bytes))
-    return params.model_copy(update={"images": None, "mask": None}), images, mask
+    assert isinstance(params, EditParams)
+    if params.mask is not None and params.markup is not None:
+        raise InvalidRequestError("markup cannot be combined with mask; send one of them", param="markup")
+    overlay = _json_overlay("mask", params.mask, max_bytes) or _json_overlay("markup", params.markup, max_bytes)
+    return params.model_copy(update={"images": None, "mask": None, "markup": None}), images, overlay
+
+
+def _json_overlay(param: str, ref: ImageRef | None, max_bytes: int) -> RawInput | None:
+    """The mask or the markup of a JSON edit (a data: URL), in the one overlay slot the two share."""
+    if ref is None:
+        return None
+    if ref.file_id is not None:
+        raise InvalidRequestError(
+            "file_id references are not supported; send a data: URL", param=f"{param}.file_id", code="unsupported_value"
+        )
+    if ref.image_url is None:
+        raise InvalidRequestError(f"{param} needs an image_url (data: URL)", param=param)
+    return RawInput(param, decode_data_url(ref.image_url, f"{param}.image_url", max_bytes))
 
 
 async def _multipart_edit(request: Request, max_bytes: int) -> tuple[ImageParams, list[RawInput], RawInput | None]:
@@ -180,30 +189,40 @@ async def _multipart_edit(request: Request, max_bytes: int) -> tuple[ImageParams
     except MultiPartException as exc:
         raise InvalidRequestError(f"malformed multipart body: {exc.message}", code="invalid_multipart") from None
     try:
-        fields, uploads, mask = _split_form(form)
+        fields, uploads, overlay = _split_form(form)
         images = [RawInput(param, await _read_upload(upload, param, max_bytes)) for param, upload in uploads]
-        mask_input = RawInput("mask", await _read_upload(mask, "mask", max_bytes)) if mask else None
+        mask_input = None
+        if overlay is not None:
+            name, upload = overlay
+            mask_input = RawInput(name, await _read_upload(upload, name, max_bytes))
     finally:
         await form.close()
     request.state.body_hash = _form_hash(fields, images, mask_input)
     return parse_params(EditParams, fields), images, mask_input
 
 
-def _split_form(form: FormData) -> tuple[dict[str, Any], list[tuple[str, UploadFile]], UploadFile | None]:
+def _split_form(
+    form: FormData,
+) -> tuple[dict[str, Any], list[tuple[str, UploadFile]], tuple[str, UploadFile] | None]:
+    """Fields, image parts, and the one overlay part: `mask` or `markup` (never both)."""
     fields: dict[str, Any] = {}
     files: list[UploadFile] = []
-    mask: UploadFile | None = None
+    overlay: tuple[str, UploadFile] | None = None
     for key, value in form.multi_items():
         if key in IMAGE_FIELDS:
             if not isinstance(value, UploadFile):
                 raise InvalidRequestError("image must be a file part", param="image")
             files.append(value)
-        elif key == "mask":
+        elif key in ("mask", "markup"):
+            if value == "":  # an empty field counts as not sent, as for every other parameter
+                continue
             if not isinstance(value, UploadFile):
-                raise InvalidRequestError("mask must be a file part", param="mask")
-            if mask is not None:
-                raise InvalidRequestError("only one mask may be sent", param="mask")
-            mask = value
+                raise InvalidRequestError(f"{key} must be a file part", param=key)
+            if overlay is not None:
+                if overlay[0] == key:
+                    raise InvalidRequestError(f"only one {key} may be sent", param=key)
+                raise InvalidRequestError("markup cannot be combined with mask; send one of them", param="markup")
+            overlay = (key, value)
         elif isinstance(value, UploadFile):
             raise InvalidRequestError(f"unexpected file part {quote(key)}", param=clip(key))
         elif key in fields:
@@ -215,7 +234,7 @@ def _split_form(form: FormData) -> tuple[dict[str, Any], list[tuple[str, UploadF
             "an edit needs at least one image part", param="image", code="missing_required_parameter"
         )
     names = ["image"] if len(files) == 1 else [f"image[{i}]" for i in range(len(files))]
-    return fields, list(zip(names, files, strict=True)), mask
+    return fields, list(zip(names, files, strict=True)), overlay
 
 
 async def _read_upload(upload: UploadFile, param: str, max_bytes: int) -> bytes:

@@ -56,13 +56,30 @@ FIELD_RULES: dict[str, dict[str, Any]] = {
         "pattern": "^$|^(?:(?:0\\.5|1|2|4)[Kk]|0\\.25|0\\.5|1|2|4|8|16)$",
         "description": 'K tier ("0.5K" to "4K") or megapixels ("0.25" to "16")',
     },
-    "quality": {"enum": ["", "low", "medium", "high", "auto"], "description": "dall-e-3 also takes standard, hd"},
+    "quality": {
+        "enum": ["", "low", "medium", "high", "auto"],
+        "description": "gpt-image-2.5/2.6 also take xhigh and max; dall-e-3 takes standard, hd",
+    },
     "moderation": {"enum": ["", "low", "auto"]},
+    "complexity": {"enum": ["", "low", "medium", "high"]},
     "input_fidelity": {"enum": ["", "low", "high"]},
     # pydantic's own enums, plus "" (an empty value counts as not sent) and the "jpg" alias
     "background": {"enum": ["", "transparent", "opaque", "auto"]},
-    "output_format": {"enum": ["", "png", "jpeg", "jpg", "webp", "gif", "avif"]},
+    "output_format": {
+        "enum": ["", "png", "jpeg", "jpg", "webp", "gif", "avif"],
+        "description": "also svg, on the models that make SVG (gpt-image-2.6-*)",
+    },
     "response_format": {"enum": ["", "url", "b64_json"]},
+}
+# Accepted only by some models (see the description), so the document lists them as not sent: a
+# generator must never expect them to work on whatever model a request names.
+MODEL_DEPENDENT: dict[str, str] = {
+    "frame_count": "integer 2-16, with output_format gif, on models that animate (gpt-image-2.6-*)",
+    "frame_duration_ms": "integer >= 1 (default 200), with output_format gif, on models that animate",
+    "svg": '{"model", "reasoning": {"effort"}} with output_format svg, on models that make SVG; '
+    "multipart: svg[model], svg[reasoning][effort]",
+    "markup": "edits: a transparent PNG overlay on the first image (a data: URL in JSON, a file part in "
+    "multipart), not with mask, on models that take it (gpt-image-2.5-*, gpt-image-2.6-*)",
 }
 CROSS_FIELD_RULES: list[dict[str, Any]] = [  # said without `not`, which generators handle poorly
     {  # transparency needs an output format with alpha
@@ -259,6 +276,7 @@ def _multipart_schema(max_images: int) -> dict[str, Any]:
             **{
                 name: _form_field(name) for name in [*GenerateParams.model_fields, "input_fidelity"] if name != "prompt"
             },
+            **{name: {"const": "", "description": text} for name, text in MODEL_DEPENDENT.items()},
             "images": {"const": "", "description": "reserved"},
             "prompt": {"type": "string", **PROMPT_RULES},
         },
@@ -307,6 +325,9 @@ def _apply_rules(body: dict[str, Any], reserved: list[str]) -> None:
     # Unknown parameters pass through, except these names (400) unless empty (an empty value is not sent).
     body["patternProperties"] = {_FORBIDDEN_NAME: {"const": ""}}
     props.update({name: {"const": "", "description": "reserved"} for name in reserved})
+    for name, text in MODEL_DEPENDENT.items():
+        if name in props and name not in reserved:
+            props[name] = {"type": "null", "description": text}
     body["allOf"] = CROSS_FIELD_RULES
 
 
@@ -318,7 +339,7 @@ def _schemas(max_images: int) -> dict[str, Any]:
     edit["additionalProperties"] = True
     for body in (gen, edit):
         body["properties"]["prompt"].update(PROMPT_RULES)
-    for body, reserved in ((gen, ["image", "images", "mask"]), (edit, ["image"])):
+    for body, reserved in ((gen, ["image", "images", "mask", "markup"]), (edit, ["image"])):
         _apply_rules(body, reserved)
     edit["required"] = ["prompt", "images"]
     edit["properties"]["images"] = {

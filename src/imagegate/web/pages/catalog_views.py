@@ -11,7 +11,18 @@ from decimal import Decimal
 
 from imagegate.core.normalize import MAX_N
 from imagegate.core.pricing import usd_text
-from imagegate.core.types import OUTPUT_FORMATS, Capabilities, ModelInfo, Offering, ParamRule, SizeSystem
+from imagegate.core.types import (
+    DEFAULT_FRAME_MS,
+    DEFAULT_FRAMES,
+    MAX_FRAMES,
+    MIN_FRAMES,
+    RASTER_FORMATS,
+    Capabilities,
+    ModelInfo,
+    Offering,
+    ParamRule,
+    SizeSystem,
+)
 
 PROVIDER_NAMES = {"openai": "OpenAI", "fal": "fal", "replicate": "Replicate", "google": "Google", "sandbox": "Sandbox"}
 TOKEN_LABELS = (
@@ -132,10 +143,38 @@ def _format_handling(off: Offering) -> str:
     text = f"passthrough for {native}"
     if rule and rule.map:
         text = f"converted for {native}"
-    others = [f for f in OUTPUT_FORMATS if f not in caps.formats]
+    others = [f for f in RASTER_FORMATS if f not in caps.formats and not (f == "gif" and caps.animated_gif)]
     if others:
         text += f"; emulated for {', '.join(others)} (converted by the gateway)"
+    if caps.animated_gif:
+        text += "; gif: an animated GIF made by the provider"
+    text += "; svg: made by the provider" if caps.svg else "; svg: refused (no faithful raster-to-vector conversion)"
     return text + f"; default {caps.default_format}"
+
+
+def _animation_and_svg_rows(caps: Capabilities, mode: str) -> list[ParamRow]:
+    rows: list[ParamRow] = []
+    if caps.animated_gif:
+        text = (
+            f"passthrough with output_format gif: {MIN_FRAMES}-{MAX_FRAMES} frames (default {DEFAULT_FRAMES}), "
+            f"frame_duration_ms default {DEFAULT_FRAME_MS}; no stream, no mask"
+        )
+        rows.append(ParamRow("frame_count / frame_duration_ms", "supported", text))
+    else:
+        text = "refused with a 400: this provider cannot animate (gif without frame_count is a one-frame GIF)"
+        rows.append(ParamRow("frame_count / frame_duration_ms", "not available", text))
+    if caps.svg:
+        rows.append(ParamRow("svg", "supported", "passthrough with output_format svg (author model, effort); n=1"))
+    else:
+        rows.append(ParamRow("svg", "not available", "refused with a 400: no SVG output here"))
+    if mode == "image-edit":
+        if caps.markup:
+            rows.append(
+                ParamRow("markup", "supported", "passthrough: transparent PNG, first image's size; not with mask")
+            )
+        else:
+            rows.append(ParamRow("markup", "not available", "refused with a 400: no faithful emulation exists"))
+    return rows
 
 
 def _compression_handling(off: Offering) -> str:
@@ -208,6 +247,7 @@ def param_rows(
     rows += _look_rows(caps)
     rows.append(ParamRow("output_format", "supported", _format_handling(off)))
     rows.append(ParamRow("output_compression", "supported", _compression_handling(off)))
+    rows += _animation_and_svg_rows(caps, mode)
     rows.append(
         ParamRow(
             "response_format",
