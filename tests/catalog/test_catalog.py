@@ -174,7 +174,8 @@ def test_other_prices(catalog: Catalog) -> None:
     assert dalle is not None
     assert {(p.quality, p.size): p.usd for p in dalle.pricing.per_image}[("hd", "1792x1024")] == Decimal("0.12")
     gpt2 = _model(catalog, "gpt-image-2").offering("openai")
-    assert gpt2 is not None and not gpt2.pricing.per_image and gpt2.pricing.tokens is None
+    assert gpt2 is not None and not gpt2.pricing.per_image  # token-priced only: no per-image estimate
+    assert gpt2.pricing.tokens is not None and gpt2.pricing.tokens.image_output == Decimal("30.00")
 
 
 def test_fal_gpt_image_1_offering(catalog: Catalog) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
 import pytest
@@ -98,7 +99,7 @@ def test_free_pricing() -> None:
 @pytest.mark.parametrize(
     ("usage", "expected"),
     [
-        # GPT Image 2.5: image output tokens at 30.00, the text (reasoning) output tokens unbilled (0, stated)
+        # GPT Image 2.5: image output tokens at 30.00, the text (reasoning) output tokens at 10.00
         (
             {
                 "input_tokens": 4,
@@ -106,7 +107,7 @@ def test_free_pricing() -> None:
                 "output_tokens": 22196,
                 "output_tokens_details": {"image_tokens": 21938, "text_tokens": 258},
             },
-            "0.65816",
+            "0.66074",
         ),
         # an edit with a cached input image: 8.00 per million image tokens in, 2.00 cached
         (
@@ -125,13 +126,14 @@ def test_token_cost_by_token_kind(usage: dict, expected: str) -> None:
     assert token_cost(offering.pricing.tokens, usage) == Decimal(expected)
 
 
-def test_a_stated_zero_price_is_a_price_and_an_unstated_one_falls_back() -> None:
+def test_a_stated_text_output_price_is_used_and_an_unstated_one_falls_back() -> None:
     prices = CATALOG.get("gpt-image-1").offering("openai").pricing.tokens
     usage = {"input_tokens": 0, "output_tokens": 100, "output_tokens_details": {"image_tokens": 0, "text_tokens": 100}}
     assert prices.text_output is None
     assert token_cost(prices, usage) == Decimal("0.0005")  # unstated: text output at the text input price
-    free_text = CATALOG.get("gpt-image-2.6-flare").offering("openai").pricing.tokens
-    assert free_text.text_output == 0 and token_cost(free_text, usage) == 0
+    stated = CATALOG.get("gpt-image-2.6-flare").offering("openai").pricing.tokens
+    assert token_cost(stated, usage) == Decimal("0.001")
+    assert token_cost(dataclasses.replace(stated, text_output=Decimal(0)), usage) == 0  # a stated 0 is a price
 
 
 def test_svg_author_tokens_make_the_cost_unknown_never_a_partial_sum() -> None:

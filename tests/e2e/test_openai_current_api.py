@@ -81,7 +81,7 @@ def test_gpt_image_2_5_sunburst_xhigh_at_2560x1440_priced_from_its_usage(upstrea
         Decimal(details.text_tokens) * Decimal("5.00")
         + Decimal(details.image_tokens) * Decimal("8.00")
         + Decimal(image_out) * Decimal("30.00")
-        + Decimal(text_out) * Decimal(0)
+        + Decimal(text_out) * Decimal("10.00")
     ) / 1_000_000
     meta = result.model_extra["imagegate"]
     assert Decimal(meta["cost_usd"]) == expected.quantize(Decimal("0.000001"))

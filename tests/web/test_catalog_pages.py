@@ -128,3 +128,16 @@ def test_every_model_page_renders(get: Pages) -> None:
         response = get(f"/models/{model.id}")
         assert response.status_code == 200, model.id
         assert get(f"/models/{model.id}/llms.txt").status_code == 200
+
+
+def test_the_parameter_reference_shows_svg_gif_and_markup_handling(get: Pages) -> None:
+    rich = get("/models/gpt-image-2.6-sunburst")
+    assert rich.status_code == 200
+    html = rich.text
+    assert "frame_count / frame_duration_ms" in html and "an animated GIF made by the provider" in html
+    assert "svg: made by the provider" in html and "complexity" in html and "xhigh" in html
+    assert "markup" in html and "not with mask" in html
+    plain = get("/models/gpt-image-1.5").text
+    assert "refused with a 400: this provider cannot animate" in plain
+    assert "svg: refused (no faithful raster-to-vector conversion)" in plain
+    assert "refused with a 400: no faithful emulation exists" in plain  # markup, on the edit reference
