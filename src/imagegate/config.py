@@ -10,7 +10,7 @@ import os
 import secrets
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
 
@@ -88,36 +88,40 @@ class CatalogSettings(_Strict):
 
 
 class ProviderSettings(_Strict):
-    """One `[providers.NAME]` table. Unset fields take the provider module's defaults
-    (e.g. OpenAI: api_key_env OPENAI_API_KEY, base_url https://api.openai.com/v1)."""
+    """What every `[providers.NAME]` table may hold. A provider kind (`imagegate.providers.kinds`)
+    validates its tables with this model or a subclass that adds its own fields (fal's queue, an
+    OpenAI-compatible host's model map), so unknown keys are still refused, per kind. Unset fields
+    take the kind's defaults (e.g. OpenAI: api_key_env OPENAI_API_KEY, base_url api.openai.com/v1)."""
 
+    kind: str | None = None
     enabled: bool = True
     api_key_env: str | None = None
     api_key: SecretStr | None = None
     base_url: str | None = None
-    queue_url: str | None = None
-    mode: Literal["queue", "sync"] | None = None
     timeout_seconds: float = Field(180.0, gt=0)
     connect_timeout_seconds: float = Field(10.0, gt=0)
     max_connections: int = Field(256, gt=0)
     max_result_bytes: int = Field(64 * 1024 * 1024, gt=0)
-    poll_interval_seconds: float = Field(0.25, gt=0)
-    poll_max_interval_seconds: float = Field(2.0, gt=0)
 
-    @field_validator("base_url", "queue_url")
+    @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+        return http_url(value)
 
     def key(self, default_env: str) -> str | None:
         """The API key: `api_key` if set, else the environment variable (never logged)."""
         if self.api_key is not None:
             return self.api_key.get_secret_value() or None
         return os.environ.get(self.api_key_env or default_env) or None
+
+
+def http_url(value: str | None) -> str | None:
+    """An http(s) URL without its trailing slash (ValueError otherwise); None stays None."""
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
 
 
 class RouteEntry(_Strict):
@@ -203,7 +207,24 @@ class Settings(_Strict):
         return _secret_file(self, self.auth.pepper_env, "pepper.key")
 
     def provider(self, name: str) -> ProviderSettings:
-        return self.providers.get(name) or ProviderSettings()
+        """The `[providers.NAME]` table, as its kind's settings model; the defaults when there is none."""
+        table = self.providers.get(name)
+        if table is not None:
+            return table
+        from imagegate.providers.kinds import kinds
+
+        kind = kinds().get(name)
+        return kind.settings_model() if kind is not None else ProviderSettings()
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _typed_providers(cls, value: Any) -> Any:
+        """Each table validated by its kind's own settings model (see imagegate.providers.kinds)."""
+        if not isinstance(value, dict):
+            return value
+        from imagegate.providers.kinds import validate_table
+
+        return {name: validate_table(str(name), table) for name, table in value.items()}
 
     @field_validator("public_url")
     @classmethod

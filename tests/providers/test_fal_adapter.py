@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from imagegate.catalog.loader import load_catalog
-from imagegate.config import ProviderSettings, Settings
+from imagegate.config import Settings
 from imagegate.core.normalize import plan_request
 from imagegate.core.types import Dimensions, ProviderJob, SizeChoice
 from imagegate.errors import (
@@ -27,8 +27,9 @@ from imagegate.errors import (
     UpstreamTimeoutError,
 )
 from imagegate.imaging.probe import ImageLimits, decode_image
+from imagegate.providers import fal
 from imagegate.providers.base import CallContext, EditInputs, Provider
-from imagegate.providers.fal import DEFAULT_QUEUE_URL, DEFAULT_RUN_URL, FalProvider, create
+from imagegate.providers.fal import DEFAULT_QUEUE_URL, DEFAULT_RUN_URL, FalProvider, FalSettings
 from imagegate.schemas import EditParams, GenerateParams, parse_params, to_public
 from tests.fakes.fal import FakeFal, kontext_dims
 from tests.fakes.faults import Fault
@@ -46,6 +47,11 @@ async def fake() -> AsyncIterator[FakeFal]:
     await server.stop()
 
 
+def create(settings: Settings) -> FalProvider | None:
+    """The `fal` instance the gateway would build from `settings`."""
+    return fal.create("fal", settings.provider("fal"), settings)  # type: ignore[arg-type]
+
+
 def _settings(
     tmp_path: Path,
     fake: FakeFal,
@@ -54,7 +60,7 @@ def _settings(
     mode: str | None = None,
     enabled: bool = True,
 ) -> Settings:
-    section = ProviderSettings(
+    section = FalSettings(
         base_url=fake.run_url,
         queue_url=fake.queue_url,
         api_key=key,
@@ -121,7 +127,7 @@ def _submits(fake: FakeFal) -> list[Any]:
 
 
 def test_provider_protocol_and_defaults(tmp_path: Path) -> None:
-    built = create(Settings(data_dir=tmp_path, providers={"fal": ProviderSettings(api_key=KEY)}))
+    built = create(Settings(data_dir=tmp_path, providers={"fal": FalSettings(api_key=KEY)}))
     assert isinstance(built, Provider)
     assert built.name == "fal" and built.fallback_only is False
     assert built.config.run_url == DEFAULT_RUN_URL and built.config.queue_url == DEFAULT_QUEUE_URL

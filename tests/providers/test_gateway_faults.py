@@ -10,6 +10,7 @@ import pytest
 from starlette.applications import Starlette
 
 from imagegate.config import CatalogSettings, ModelRouting, ProviderSettings, RouteEntry, RoutingSettings, Settings
+from imagegate.providers.fal import FalSettings
 from imagegate.web.app import create_app
 from tests.fakes.fal import FakeFal
 from tests.fakes.faults import Fault
@@ -48,7 +49,7 @@ def _settings(tmp_path, openai_url: str, run_url: str, queue_url: str, **extra) 
         signing_key="k",
         providers={
             "openai": ProviderSettings(base_url=openai_url, api_key=OPENAI_KEY),
-            "fal": ProviderSettings(base_url=run_url, queue_url=queue_url, api_key=FAL_KEY, poll_interval_seconds=0.01),
+            "fal": FalSettings(base_url=run_url, queue_url=queue_url, api_key=FAL_KEY, poll_interval_seconds=0.01),
         },
         catalog=CatalogSettings(status={"gpt-image-1": {"openai": "active"}}),
         routing=routing,

@@ -27,8 +27,9 @@ from imagegate.errors import (
     UpstreamTimeoutError,
 )
 from imagegate.imaging.probe import DecodedImage
+from imagegate.providers import openai as openai_provider
 from imagegate.providers.base import CallContext, EditInputs, PartialImage, Provider, StreamDone, StreamEvent
-from imagegate.providers.openai import DEFAULT_BASE_URL, OpenAIProvider, create
+from imagegate.providers.openai import DEFAULT_BASE_URL, OpenAIProvider
 from tests.fakes.faults import Fault
 from tests.fakes.images import data_uri, make_image
 from tests.fakes.openai import FakeOpenAI
@@ -42,6 +43,11 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
     await server.start()
     yield server
     await server.stop()
+
+
+def create(settings: Settings) -> OpenAIProvider | None:
+    """The `openai` instance the gateway would build from `settings`."""
+    return openai_provider.create("openai", settings.provider("openai"), settings)
 
 
 def _settings(tmp_path: Path, base_url: str | None, key: str | None = KEY, enabled: bool = True) -> Settings:

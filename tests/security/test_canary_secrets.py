@@ -27,6 +27,7 @@ import pytest
 from starlette.applications import Starlette
 
 from imagegate.config import CatalogSettings, ProviderSettings, RoutingSettings, Settings
+from imagegate.providers.fal import FalSettings
 from imagegate.providers.http import HttpClient
 from imagegate.web.app import create_app
 from tests.fakes.fal import FakeFal
@@ -172,7 +173,7 @@ async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
         signing_key=SIGNING_KEY,
         providers={
             "openai": ProviderSettings(base_url=openai_url, api_key=OPENAI_KEY),
-            "fal": ProviderSettings(base_url=run_url, queue_url=queue_url, api_key=FAL_KEY, poll_interval_seconds=0.01),
+            "fal": FalSettings(base_url=run_url, queue_url=queue_url, api_key=FAL_KEY, poll_interval_seconds=0.01),
         },
         catalog=CatalogSettings(status={"gpt-image-1": {"openai": "active"}}),
         routing=RoutingSettings(backoff_base_seconds=0.001, backoff_max_seconds=0.001),

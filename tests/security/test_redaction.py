@@ -112,8 +112,8 @@ def test_provider_secrets_come_from_config_and_default_env(monkeypatch: pytest.M
     monkeypatch.setenv("CANARY_OTHER_ENV", "from-a-configured-env-0002")
     settings = Settings(
         providers={
-            "configured": ProviderSettings(api_key="from-config-0003"),
-            "other": ProviderSettings(api_key_env="CANARY_OTHER_ENV"),
+            "configured": ProviderSettings(kind="openai-compatible", api_key="from-config-0003"),
+            "other": ProviderSettings(kind="openai-compatible", api_key_env="CANARY_OTHER_ENV"),
         }
     )
     keys = redaction.provider_secrets(settings, {"plugin": "CANARY_DEFAULT_ENV", "configured": None})

@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from imagegate.config import Settings
+from pydantic import Field, field_validator
+
+from imagegate.config import ConfigError, ProviderSettings, Settings, http_url
 from imagegate.core.types import ModelInfo, Offering, ProviderJob
 from imagegate.errors import (
     ImagegateError,
@@ -46,6 +48,7 @@ from imagegate.providers.fal_wire import (
     translate_error,
 )
 from imagegate.providers.http import HttpClient, UpstreamResponse
+from imagegate.providers.kinds import ProviderKind
 from imagegate.redaction import Redactor
 
 NAME = "fal"
@@ -299,9 +302,24 @@ class FalProvider:
         return ProducedImage(response.body, image_format(response.body, content_type))
 
 
-def create(settings: Settings) -> FalProvider | None:
+class FalSettings(ProviderSettings):
+    """`[providers.fal]`: the common provider settings plus fal's queue and polling."""
+
+    queue_url: str | None = None
+    mode: Literal["queue", "sync"] | None = None
+    poll_interval_seconds: float = Field(0.25, gt=0)
+    poll_max_interval_seconds: float = Field(2.0, gt=0)
+
+    @field_validator("queue_url")
+    @classmethod
+    def _queue_http_url(cls, value: str | None) -> str | None:
+        return http_url(value)
+
+
+def create(name: str, section: FalSettings, settings: Settings) -> FalProvider | None:
     """The provider from `[providers.fal]`; None when disabled. Without a key it is not available()."""
-    section = settings.provider(NAME)
+    if name != NAME:
+        raise ConfigError(f"[providers.{name}]: fal is served by one instance, [providers.fal]")
     if not section.enabled:
         return None
     config = FalConfig(
@@ -316,3 +334,6 @@ def create(settings: Settings) -> FalProvider | None:
         poll_max_interval_seconds=section.poll_max_interval_seconds,
     )
     return FalProvider(config, section.key(DEFAULT_KEY_ENV))
+
+
+KIND = ProviderKind(NAME, FalSettings, create, default_instance=True, default_key_env=DEFAULT_KEY_ENV)

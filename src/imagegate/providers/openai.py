@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, cast
 
 import aiohttp
 import orjson
 
-from imagegate.config import Settings
+from imagegate.config import ProviderSettings, Settings
 from imagegate.core.types import ModelInfo, Offering, ProviderJob
 from imagegate.errors import UpstreamAuthError, UpstreamError, UpstreamTimeoutError
 from imagegate.providers import openai_wire as wire
@@ -30,6 +30,7 @@ from imagegate.providers.base import (
     StreamEvent,
 )
 from imagegate.providers.http import HttpClient, UpstreamResponse, read_capped, sse_events, transport_error
+from imagegate.providers.kinds import ProviderKind
 
 NAME = wire.NAME
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -38,20 +39,36 @@ ERROR_BODY_CAP = 1024 * 1024
 
 
 class OpenAIProvider:
-    name = NAME
+    """OpenAI's Images API, or (an instance named otherwise, with its `quirks`) a host that speaks it."""
+
     fallback_only = False
 
-    def __init__(self, *, base_url: str, api_key: str | None, timeout: float, http: HttpClient) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        timeout: float,
+        http: HttpClient,
+        name: str = NAME,
+        quirks: wire.WireQuirks = wire.OPENAI,
+        key_required: bool = True,
+        offerings: Callable[[ModelInfo], Offering | None] | None = None,
+    ) -> None:
+        self.name = name
         self._base_url = base_url.rstrip("/")
         self._key = api_key
         self._timeout_seconds = timeout
         self._http = http
+        self._quirks = quirks
+        self._key_required = key_required
+        self._offerings = offerings
 
     def available(self) -> bool:
-        return self._key is not None
+        return self._key is not None or not self._key_required
 
     def extra_offering(self, model: ModelInfo) -> Offering | None:
-        return None
+        return self._offerings(model) if self._offerings is not None else None
 
     async def run(self, job: ProviderJob, inputs: EditInputs | None, ctx: CallContext) -> ProviderResult:
         url, body, form = await self._prepare(job, inputs, stream=False)
@@ -59,7 +76,7 @@ class OpenAIProvider:
             "POST", url, timeout=self._timeout(ctx), headers=self._headers(), json=body, data=form
         )
         if not 200 <= response.status < 300:
-            raise wire.translate_error(response.status, response.headers, response.body)
+            raise wire.translate_error(response.status, response.headers, response.body, self.name)
         return await self._result(job, response, ctx)
 
     async def stream(self, job: ProviderJob, inputs: EditInputs | None, ctx: CallContext) -> AsyncIterator[StreamEvent]:
@@ -70,7 +87,7 @@ class OpenAIProvider:
         opened = await self._open_stream(url, body, form, timeout)
         if isinstance(opened, UpstreamResponse):  # not an event stream: an error, or a whole JSON result
             if not 200 <= opened.status < 300:
-                raise wire.translate_error(opened.status, opened.headers, opened.body)
+                raise wire.translate_error(opened.status, opened.headers, opened.body, self.name)
             yield StreamDone(await self._result(job, opened, ctx))
             return
         try:
@@ -92,15 +109,20 @@ class OpenAIProvider:
         return min(self._timeout_seconds, ctx.remaining())
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._key}"}
+        headers = dict(self._quirks.extra_headers)
+        if self._key is not None:
+            headers["Authorization"] = f"Bearer {self._key}"
+        return headers
 
     async def _prepare(
         self, job: ProviderJob, inputs: EditInputs | None, *, stream: bool
     ) -> tuple[str, dict[str, object] | None, aiohttp.FormData | None]:
         """(URL, JSON body, multipart body) of the call: generations are JSON, edits multipart."""
-        if self._key is None:
-            raise UpstreamAuthError(f"{NAME} has no API key configured", provider=NAME, disable_provider=True)
-        fields = wire.request_fields(job, stream=stream)
+        if self._key is None and self._key_required:
+            raise UpstreamAuthError(f"{self.name} has no API key configured", provider=self.name, disable_provider=True)
+        fields = wire.request_fields(job, stream=stream, quirks=self._quirks)
+        if job.mode == "image-edit" and self._quirks.json_edits:
+            return f"{self._base_url}/images/edits", await wire.edit_json(fields, inputs), None
         if job.mode == "image-edit":
             return f"{self._base_url}/images/edits", None, await wire.edit_form(fields, inputs)
         return f"{self._base_url}/images/generations", fields, None
@@ -122,16 +144,16 @@ class OpenAIProvider:
                     return response
                 try:
                     cap = self._http.max_bytes if response.status == 200 else ERROR_BODY_CAP
-                    content = await read_capped(response, cap, NAME)
+                    content = await read_capped(response, cap, self.name)
                 finally:
                     response.release()
                 return UpstreamResponse(response.status, response.headers, content)
         except TimeoutError:
             raise UpstreamTimeoutError(
-                f"{NAME} did not answer within {timeout:.1f}s", provider=NAME, may_have_charged=True
+                f"{self.name} did not answer within {timeout:.1f}s", provider=self.name, may_have_charged=True
             ) from None
         except aiohttp.ClientError as exc:
-            raise transport_error(NAME, exc, True) from None
+            raise transport_error(self.name, exc, True) from None
 
     # --- replies ---------------------------------------------------------------------------------
 
@@ -139,8 +161,8 @@ class OpenAIProvider:
         try:
             body, texts = wire.split_reply(response.body)
         except orjson.JSONDecodeError:
-            body, texts = response.json(NAME), []  # raises: not JSON
-        items = wire.result_items(body)
+            body, texts = response.json(self.name), []  # raises: not JSON
+        items = wire.result_items(body, self.name)
         fmt = wire.reply_format(body, job.output_format)
         if all(isinstance(item.get("b64_json"), str) for item in items):  # nothing to download
             images = [self._inline(item, fmt, texts) for item in items]
@@ -169,7 +191,7 @@ class OpenAIProvider:
     def _inline(self, item: Mapping[str, Any], fmt: str, texts: Sequence[memoryview]) -> ProducedImage:
         revised = item.get("revised_prompt")
         revised = revised if isinstance(revised, str) and revised else None
-        return ProducedImage(wire.image_bytes(item.get("b64_json"), texts), fmt, revised)
+        return ProducedImage(wire.image_bytes(item.get("b64_json"), texts, self.name), fmt, revised)
 
     async def _fetch(self, url: str, ctx: CallContext) -> bytes:
         """Download a `url` result (dall-e). No credentials go with it: the URL is pre-signed."""
@@ -179,7 +201,7 @@ class OpenAIProvider:
             exc.may_have_charged = True  # the generation itself succeeded and was billed
             raise
         if response.status != 200 or not response.body:
-            raise wire.malformed(f"the image URL answered HTTP {response.status}")
+            raise wire.malformed(f"the image URL answered HTTP {response.status}", self.name)
         return response.body
 
     async def _events(
@@ -195,43 +217,47 @@ class OpenAIProvider:
                         name, data = await frames.__anext__()
                 except StopAsyncIteration:
                     break
-                event = _event(job, name, data, request_id)
+                event = _event(job, name, data, request_id, self.name)
                 if event is not None:
                     yield event
                     if isinstance(event, StreamDone):
                         return
         except TimeoutError:
             raise UpstreamTimeoutError(
-                f"{NAME} did not finish the stream within {timeout:.1f}s", provider=NAME, may_have_charged=True
+                f"{self.name} did not finish the stream within {timeout:.1f}s",
+                provider=self.name,
+                may_have_charged=True,
             ) from None
         except aiohttp.ClientError as exc:
-            raise transport_error(NAME, exc, True) from None
+            raise transport_error(self.name, exc, True) from None
         finally:
             await frames.aclose()
-        raise wire.malformed("the stream ended without a completed event")
+        raise wire.malformed("the stream ended without a completed event", self.name)
 
 
-def _event(job: ProviderJob, name: str, data: bytes, request_id: str | None) -> StreamEvent | None:
+def _event(
+    job: ProviderJob, name: str, data: bytes, request_id: str | None, provider: str = NAME
+) -> StreamEvent | None:
     """One SSE frame as a stream event; None for frames that carry nothing for us."""
     if data.strip() == b"[DONE]":
         return None
     try:
         payload = orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise wire.malformed("a stream event is not JSON") from None
+        raise wire.malformed("a stream event is not JSON", provider) from None
     if not isinstance(payload, dict):
-        raise wire.malformed("a stream event is not a JSON object")
+        raise wire.malformed("a stream event is not a JSON object", provider)
     if "error" in payload:
-        raise wire.stream_error(payload)
+        raise wire.stream_error(payload, provider)
     kind = payload.get("type")
     kind = kind if isinstance(kind, str) else name
     fmt = wire.reply_format(payload, job.output_format)
     if kind.endswith(".partial_image"):
         index = payload.get("partial_image_index")
         index = index if isinstance(index, int) and not isinstance(index, bool) else 0
-        return PartialImage(wire.decode_b64(payload.get("b64_json")), fmt, index)
+        return PartialImage(wire.decode_b64(payload.get("b64_json"), provider), fmt, index)
     if kind.endswith(".completed"):
-        image = ProducedImage(wire.decode_b64(payload.get("b64_json")), fmt)
+        image = ProducedImage(wire.decode_b64(payload.get("b64_json"), provider), fmt)
         return StreamDone(
             ProviderResult(
                 images=[image],
@@ -250,13 +276,12 @@ def _metadata(headers: Mapping[str, str]) -> dict[str, object]:
     return {"processing_ms": int(processing)} if processing and processing.isdigit() else {}
 
 
-def create(settings: Settings) -> OpenAIProvider | None:
-    """The provider from `[providers.openai]`; None when it is disabled there."""
-    config = settings.provider(NAME)
+def create(name: str, config: ProviderSettings, settings: Settings) -> OpenAIProvider | None:
+    """An instance of OpenAI's API from its `[providers.NAME]` table; None when disabled there."""
     if not config.enabled:
         return None
     http = HttpClient(
-        NAME,
+        name,
         connect_timeout=config.connect_timeout_seconds,
         max_connections=config.max_connections,
         max_bytes=config.max_result_bytes,
@@ -266,4 +291,8 @@ def create(settings: Settings) -> OpenAIProvider | None:
         api_key=config.key(DEFAULT_KEY_ENV),
         timeout=config.timeout_seconds,
         http=http,
+        name=name,
     )
+
+
+KIND = ProviderKind(NAME, ProviderSettings, create, default_instance=True, default_key_env=DEFAULT_KEY_ENV)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import aiohttp
 import orjson
@@ -55,6 +57,7 @@ OWNED_FIELDS = frozenset(
         "images",
         "mask",
         "markup",
+        "aspect_ratio",
     }
 )
 GENERATIONS_ONLY = frozenset({"moderation", "style"})
@@ -71,20 +74,42 @@ def is_dalle(model: str) -> bool:
     return model.startswith("dall-e")
 
 
-def request_fields(job: ProviderJob, *, stream: bool) -> dict[str, object]:
+@dataclass(frozen=True)
+class WireQuirks:
+    """How a host that speaks OpenAI's Images API differs from OpenAI: data, per provider instance.
+
+    `response_format`: ``auto`` is OpenAI's rule (sent as b64_json to dall-e models only, never to GPT
+    image models), ``omit`` never sends it, ``b64_json`` always asks for base64. `size_field`:
+    ``aspect_ratio`` sends the size as a ratio ("16:9"; xAI) instead of ``size``. `output_fields`:
+    False leaves out output_format, background and output_compression (the gateway converts).
+    `json_edits`: edits as JSON with data: URLs (``image`` / ``images``) instead of multipart.
+    """
+
+    response_format: Literal["auto", "omit", "b64_json"] = "auto"
+    size_field: Literal["size", "aspect_ratio"] = "size"
+    output_fields: bool = True
+    json_edits: bool = False
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+OPENAI = WireQuirks()
+
+
+def request_fields(job: ProviderJob, *, stream: bool, quirks: WireQuirks = OPENAI) -> dict[str, object]:
     """The request body fields for `job`: extra < options < the fields the adapter owns."""
     fields: dict[str, object] = {k: v for k, v in job.extra.items() if k not in OWNED_FIELDS}
     fields.update({k: v for k, v in job.options.items() if k not in OWNED_FIELDS})
     if job.mode == "image-edit":
         for name in GENERATIONS_ONLY:
             fields.pop(name, None)
-    size = "auto" if job.size.auto or job.size.dims is None else str(job.size.dims)
-    fields.update({"model": job.provider_model, "prompt": job.prompt, "n": job.n, "size": size})
+    fields.update({"model": job.provider_model, "prompt": job.prompt, "n": job.n})
+    fields.update(_size_field(job, quirks))
     if job.quality is not None:
         fields["quality"] = job.quality
-    if is_dalle(job.provider_model):
+    dalle = is_dalle(job.provider_model)
+    if quirks.response_format == "b64_json" or (quirks.response_format == "auto" and dalle):
         fields["response_format"] = "b64_json"
-    else:
+    if not dalle and quirks.output_fields:
         fields["output_format"] = job.output_format
         if job.background is not None:
             fields["background"] = job.background
@@ -94,6 +119,32 @@ def request_fields(job: ProviderJob, *, stream: bool) -> dict[str, object]:
         fields["stream"] = True
         fields["partial_images"] = job.partial_images
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _size_field(job: ProviderJob, quirks: WireQuirks) -> dict[str, object]:
+    if job.size.auto or job.size.dims is None:
+        return {quirks.size_field: "auto"}
+    if quirks.size_field == "size":
+        return {"size": str(job.size.dims)}
+    if job.size.ratio is not None:  # a ratio-tier size system chose this label
+        return {"aspect_ratio": job.size.ratio}
+    width, height = job.size.dims.width, job.size.dims.height
+    divisor = math.gcd(width, height)
+    return {"aspect_ratio": f"{width // divisor}:{height // divisor}"}
+
+
+async def edit_json(fields: Mapping[str, object], inputs: EditInputs | None) -> dict[str, object]:
+    """A JSON edit body (xAI's form): the images as PNG data: URLs, `image` for one, `images` for several."""
+    if inputs is None or not inputs.images:
+        raise InvalidRequestError("an edit needs at least one image", param="image")
+    pngs = await asyncio.gather(*(run_image_task(encode_image, item.image, "png", None) for item in inputs.images))
+    refs = [{"url": "data:image/png;base64," + pybase64.b64encode(data).decode("ascii")} for data in pngs]
+    body = dict(fields)
+    if len(refs) == 1:
+        body["image"] = refs[0]
+    else:
+        body["images"] = refs
+    return body
 
 
 def form_value(value: object) -> str:
@@ -150,21 +201,23 @@ def form_fields(fields: Mapping[str, object]) -> list[tuple[str, str]]:
 # --- replies -------------------------------------------------------------------------------------
 
 
-def malformed(message: str) -> UpstreamMalformedError:
-    """A 200 we cannot use: OpenAI may already have billed it."""
-    return UpstreamMalformedError(f"{NAME}: {message}", provider=NAME, upstream_status=200, may_have_charged=True)
+def malformed(message: str, provider: str = NAME) -> UpstreamMalformedError:
+    """A 200 we cannot use: the upstream may already have billed it."""
+    return UpstreamMalformedError(
+        f"{provider}: {message}", provider=provider, upstream_status=200, may_have_charged=True
+    )
 
 
-def decode_b64(value: object) -> bytes:
+def decode_b64(value: object, provider: str = NAME) -> bytes:
     if not isinstance(value, str) or not value:
-        raise malformed("an image item has no b64_json data")
+        raise malformed("an image item has no b64_json data", provider)
     try:
         return pybase64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise malformed("an image's b64_json is not valid base64") from None
+        raise malformed("an image's b64_json is not valid base64", provider) from None
 
 
-def image_bytes(value: object, texts: Sequence[Buffer] = ()) -> ImageBytes:
+def image_bytes(value: object, texts: Sequence[Buffer] = (), provider: str = NAME) -> ImageBytes:
     """An item's `b64_json` as validated base64: a marker from `split_reply`, or the parsed string."""
     text: Buffer
     if isinstance(value, str) and value.startswith(_MARKER) and texts:
@@ -172,11 +225,11 @@ def image_bytes(value: object, texts: Sequence[Buffer] = ()) -> ImageBytes:
     elif isinstance(value, str) and value:
         text = value.encode("ascii", "replace")
     else:
-        raise malformed("an image item has no b64_json data")
+        raise malformed("an image item has no b64_json data", provider)
     try:
         return ImageBytes.from_b64(text)
     except InvalidBase64Error:
-        raise malformed("an image's b64_json is not valid base64") from None
+        raise malformed("an image's b64_json is not valid base64", provider) from None
 
 
 def split_reply(raw: bytes) -> tuple[Any, list[memoryview]]:
@@ -243,18 +296,18 @@ def usage_of(body: Mapping[str, Any]) -> dict[str, object] | None:
     return merged
 
 
-def result_items(body: object) -> list[dict[str, Any]]:
+def result_items(body: object, provider: str = NAME) -> list[dict[str, Any]]:
     """The `data` items of a 200 reply; a 200 carrying `error`, or no images, is malformed."""
     if not isinstance(body, dict):
-        raise malformed("the reply is not a JSON object")
+        raise malformed("the reply is not a JSON object", provider)
     if "error" in body:
         code, _, _, _ = error_fields(body)
-        raise malformed(f"the reply carries an error ({code or 'no code'}) instead of images")
+        raise malformed(f"the reply carries an error ({code or 'no code'}) instead of images", provider)
     items = body.get("data")
     if not isinstance(items, list) or not items:
-        raise malformed("the reply has no images")
+        raise malformed("the reply has no images", provider)
     if not all(isinstance(item, dict) for item in items):
-        raise malformed("an image item is not an object")
+        raise malformed("an image item is not an object", provider)
     return items
 
 
@@ -286,19 +339,19 @@ def parse_error_body(raw: bytes) -> object:
         return None
 
 
-def translate_error(status: int, headers: Mapping[str, str], raw: bytes) -> ImagegateError:
+def translate_error(status: int, headers: Mapping[str, str], raw: bytes, provider: str = NAME) -> ImagegateError:
     """An OpenAI error reply as one of ours. Never repeats the key nor OpenAI's words on 401/403."""
     code, kind, param, message = error_fields(parse_error_body(raw))
     detail = f": {message}" if message else ""
     if status in (400, 422):
         if code in MODERATION_CODES:
-            return ModerationBlockedError(f"{NAME}: {message or 'the request was rejected by the safety system'}")
+            return ModerationBlockedError(f"{provider}: {message or 'the request was rejected by the safety system'}")
         mapped = PARAM_MAP.get(param, param) if param else None
-        return InvalidRequestError(f"{NAME}: {message or f'HTTP {status}'}", param=mapped)
+        return InvalidRequestError(f"{provider}: {message or f'HTTP {status}'}", param=mapped)
     if status in (401, 403):
         return UpstreamAuthError(
-            f"{NAME} rejected the gateway's credentials",
-            provider=NAME,
+            f"{provider} rejected the gateway's credentials",
+            provider=provider,
             upstream_status=status,
             disable_provider=True,
             retryable=True,
@@ -308,8 +361,8 @@ def translate_error(status: int, headers: Mapping[str, str], raw: bytes) -> Imag
     if status == 429:
         quota = code == "insufficient_quota" or kind == "insufficient_quota"
         return UpstreamRateLimitError(
-            f"{NAME} {'quota is exhausted' if quota else 'rate limit reached'}{detail}",
-            provider=NAME,
+            f"{provider} {'quota is exhausted' if quota else 'rate limit reached'}{detail}",
+            provider=provider,
             upstream_status=status,
             retry_after=retry_after,
             retryable=retryable,
@@ -317,18 +370,22 @@ def translate_error(status: int, headers: Mapping[str, str], raw: bytes) -> Imag
         )
     what = "does not serve this model or endpoint" if status == 404 else f"answered HTTP {status}"
     return UpstreamError(
-        f"{NAME} {what}{detail}", provider=NAME, upstream_status=status, retry_after=retry_after, retryable=retryable
+        f"{provider} {what}{detail}",
+        provider=provider,
+        upstream_status=status,
+        retry_after=retry_after,
+        retryable=retryable,
     )
 
 
-def stream_error(payload: Mapping[str, Any]) -> ImagegateError:
+def stream_error(payload: Mapping[str, Any], provider: str = NAME) -> ImagegateError:
     """An `error` object inside an event stream (the SDK raises on any data object with `error`)."""
     code, _, _, message = error_fields(payload)
     if code in MODERATION_CODES:
-        return ModerationBlockedError(f"{NAME}: {message or 'the request was rejected by the safety system'}")
+        return ModerationBlockedError(f"{provider}: {message or 'the request was rejected by the safety system'}")
     return UpstreamError(
-        f"{NAME} stream failed{f': {message}' if message else ''}",
-        provider=NAME,
+        f"{provider} stream failed{f': {message}' if message else ''}",
+        provider=provider,
         upstream_status=200,
         may_have_charged=True,
     )

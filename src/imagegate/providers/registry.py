@@ -39,6 +39,7 @@ from imagegate.providers.base import (
     StreamEvent,
 )
 from imagegate.providers.http import transport_error
+from imagegate.providers.kinds import kind_of, kinds
 from imagegate.redaction import Redactor, provider_secrets
 
 log = logging.getLogger("imagegate.providers")
@@ -46,9 +47,9 @@ ENTRY_POINT_GROUP = "imagegate.providers"
 
 
 def _builtin_factories() -> dict[str, ProviderFactory]:
-    from imagegate.providers import fal, openai, sandbox
+    from imagegate.providers import sandbox
 
-    return {"sandbox": sandbox.create, "openai": openai.create, "fal": fal.create}
+    return {"sandbox": sandbox.create}
 
 
 class GuardedProvider:
@@ -218,13 +219,30 @@ def load_factories() -> dict[str, ProviderFactory]:
 
 
 def default_key_envs(factories: Mapping[str, ProviderFactory]) -> dict[str, str | None]:
-    """Each factory's `DEFAULT_KEY_ENV` (declared in its module), by provider name."""
-    envs: dict[str, str | None] = {}
+    """Each factory's `DEFAULT_KEY_ENV` (declared in its module), and each kind's default instance's,
+    by provider name."""
+    envs: dict[str, str | None] = {
+        kind.name: kind.default_key_env for kind in kinds().values() if kind.default_instance
+    }
     for name, factory in factories.items():
         module = sys.modules.get(getattr(factory, "__module__", "") or "")
         value = getattr(module, "DEFAULT_KEY_ENV", None)
         envs[name] = value if isinstance(value, str) else None
     return envs
+
+
+def instances(settings: Settings) -> dict[str, Provider | None]:
+    """One provider per `[providers.NAME]` table (of the table's kind), plus the default instance of
+    each kind that has one and no table (see imagegate.providers.kinds)."""
+    built: dict[str, Provider | None] = {}
+    for kind in kinds().values():
+        if kind.default_instance and kind.name not in settings.providers:
+            built[kind.name] = kind.create(kind.name, kind.settings_model(), settings)
+    for name, table in settings.providers.items():
+        kind = kind_of(name, table)
+        if kind is not None:  # None: an older-style plugin's table, read by its own factory
+            built[name] = kind.create(name, table, settings)
+    return built
 
 
 def build_registry(
@@ -235,6 +253,11 @@ def build_registry(
     redactor = redactor or Redactor()
     redactor.add(*provider_secrets(settings, default_key_envs(factories)))
     registry = ProviderRegistry(redactor=redactor)
+    for name, instance in instances(settings).items():
+        if instance is not None:
+            if instance.name != name:
+                log.warning("provider instance %s is named %s", name, instance.name)
+            registry.register(instance)
     for name, factory in factories.items():
         provider = factory(settings)
         if provider is not None:
