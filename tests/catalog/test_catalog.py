@@ -23,6 +23,7 @@ EXPECTED_IDS = {
     "gpt-image-2.6-sunburst",
     "gpt-image-2.6-flare",
     "chatgpt-image-latest",
+    "grok-imagine-image",
     "dall-e-2",
     "dall-e-3",
     "flux-1-schnell",
@@ -91,7 +92,7 @@ def test_packaged_catalog_loads(catalog: Catalog) -> None:
     assert {m.id for m in catalog.models()} == EXPECTED_IDS
     assert len(catalog) == len(EXPECTED_IDS)
     assert [m.id for m in catalog.models()] == sorted(EXPECTED_IDS)
-    assert catalog.providers() == {"openai", "fal", "replicate", "google"}
+    assert catalog.providers() == {"openai", "fal", "replicate", "google", "xai"}
     assert "gpt-image-1" in catalog
     assert "no-such-model" not in catalog
     assert catalog.get("no-such-model") is None
