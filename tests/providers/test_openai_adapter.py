@@ -111,7 +111,8 @@ async def test_factory_and_protocol(tmp_path: Path, fake: FakeOpenAI) -> None:
     no_key = create(_settings(tmp_path, fake.base_url, key=None))
     assert no_key is not None and not no_key.available()
     default = create(Settings(data_dir=tmp_path, providers={"openai": ProviderSettings(api_key_env="NOPE_NOT_SET")}))
-    assert default is not None and default._base_url == DEFAULT_BASE_URL and not default.available()
+    assert default is not None and default._endpoint.url("gpt-image-1", "edits") == f"{DEFAULT_BASE_URL}/images/edits"
+    assert not default.available()
     with pytest.raises(UpstreamAuthError):
         await no_key.run(_job(), None, _ctx())
     await built.aclose()

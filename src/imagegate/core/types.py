@@ -258,7 +258,9 @@ class Lifecycle:
 
 @dataclass(frozen=True)
 class Offering:
-    """A model served by one provider."""
+    """A model served by one provider instance (`provider`: the `[providers.NAME]` table's name).
+    `kind` names the instance's provider kind when it differs from `provider` (an ``xai`` instance
+    of the ``openai-compatible`` kind)."""
 
     provider: str
     model_ids: dict[str, str]
@@ -266,6 +268,7 @@ class Offering:
     pricing: Pricing = field(default_factory=Pricing)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     notes: str = ""
+    kind: str | None = None
 
     def supports(self, mode: str) -> bool:
         return mode in self.model_ids

@@ -57,22 +57,29 @@ class CompatibleSettings(ProviderSettings):
         return value
 
 
-def _offerings(name: str, config: CompatibleSettings) -> Callable[[ModelInfo], Offering | None]:
+def mapped_offerings(
+    name: str, kind: str, ids: dict[str, str], *, max_n: int = 10, output_fields: bool = True, streaming: bool = False
+) -> Callable[[ModelInfo], Offering | None]:
+    """`extra_offering` for an instance that serves the catalog models of `ids` (catalog id -> its own
+    id): the model's reference offering's capabilities under the instance's name, price unknown. A
+    model whose catalog offerings already name the instance keeps that offering instead."""
+
     def extra_offering(model: ModelInfo) -> Offering | None:
-        upstream = config.models.get(model.id)
+        upstream = ids.get(model.id)
         if upstream is None or not model.offerings or model.offering(name) is not None:
             return None
         reference = model.offerings[0]
-        caps = dataclasses.replace(reference.caps, max_n=config.max_n, n_wire="n", streaming=False)
-        if not config.output_fields:  # the host makes its default format: the gateway converts the rest
+        caps = dataclasses.replace(reference.caps, max_n=max_n, n_wire="n", streaming=streaming)
+        if not output_fields:  # the host makes its default format: the gateway converts the rest
             caps = dataclasses.replace(caps, formats=(caps.default_format,), compression=False, backgrounds=())
         return Offering(
             provider=name,
+            kind=kind,
             model_ids={mode: upstream for mode in model.modes},
             caps=caps,
-            pricing=Pricing(notes=f"{name} is an OpenAI-compatible host configured by the operator; price unknown"),
+            pricing=Pricing(notes=f"{name} ({kind}) is configured by the operator; its price is unknown"),
             lifecycle=Lifecycle(),
-            notes=f"[providers.{name}] ({KIND_NAME}) serves it as {upstream!r}",
+            notes=f"[providers.{name}] ({kind}) serves it as {upstream!r}",
         )
 
     return extra_offering
@@ -92,12 +99,7 @@ def create(name: str, config: CompatibleSettings, settings: Settings) -> OpenAIP
         json_edits=config.json_edits,
         extra_headers=dict(config.extra_headers),
     )
-    http = HttpClient(
-        name,
-        connect_timeout=config.connect_timeout_seconds,
-        max_connections=config.max_connections,
-        max_bytes=config.max_result_bytes,
-    )
+    http = HttpClient.for_instance(name, config)
     return OpenAIProvider(
         base_url=config.base_url,
         api_key=key,
@@ -106,7 +108,9 @@ def create(name: str, config: CompatibleSettings, settings: Settings) -> OpenAIP
         name=name,
         quirks=quirks,
         key_required=bool(config.api_key_env or config.api_key),
-        offerings=_offerings(name, config),
+        offerings=mapped_offerings(
+            name, KIND_NAME, config.models, max_n=config.max_n, output_fields=config.output_fields
+        ),
     )
 
 

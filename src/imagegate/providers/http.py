@@ -19,6 +19,7 @@ import orjson
 from multidict import CIMultiDictProxy
 
 from imagegate import __version__
+from imagegate.config import ProviderSettings
 from imagegate.errors import UpstreamError, UpstreamMalformedError, UpstreamTimeoutError
 
 USER_AGENT = f"imagegate/{__version__}"
@@ -44,6 +45,16 @@ class UpstreamResponse:
 
 class HttpClient:
     """One aiohttp session per provider, created lazily inside the running loop."""
+
+    @classmethod
+    def for_instance(cls, name: str, config: ProviderSettings) -> HttpClient:
+        """The client of provider instance `name`, with the limits of its `[providers.NAME]` table."""
+        return cls(
+            name,
+            connect_timeout=config.connect_timeout_seconds,
+            max_connections=config.max_connections,
+            max_bytes=config.max_result_bytes,
+        )
 
     def __init__(self, provider: str, *, connect_timeout: float, max_connections: int, max_bytes: int) -> None:
         self.provider = provider

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import aiohttp
 import orjson
@@ -38,6 +38,27 @@ DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 ERROR_BODY_CAP = 1024 * 1024
 
 
+class Endpoint(Protocol):
+    """Where a call goes and how the key travels (OpenAI's base URL and bearer; Azure's deployments)."""
+
+    def url(self, provider_model: str, operation: str) -> str: ...
+
+    def auth(self, key: str) -> dict[str, str]: ...
+
+
+class BearerEndpoint:
+    """`{base_url}/images/{generations|edits}` with `Authorization: Bearer <key>` (OpenAI and most hosts)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    def url(self, provider_model: str, operation: str) -> str:
+        return f"{self.base_url}/images/{operation}"
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+
 class OpenAIProvider:
     """OpenAI's Images API, or (an instance named otherwise, with its `quirks`) a host that speaks it."""
 
@@ -54,9 +75,10 @@ class OpenAIProvider:
         quirks: wire.WireQuirks = wire.OPENAI,
         key_required: bool = True,
         offerings: Callable[[ModelInfo], Offering | None] | None = None,
+        endpoint: Endpoint | None = None,
     ) -> None:
         self.name = name
-        self._base_url = base_url.rstrip("/")
+        self._endpoint = endpoint or BearerEndpoint(base_url)
         self._key = api_key
         self._timeout_seconds = timeout
         self._http = http
@@ -111,7 +133,7 @@ class OpenAIProvider:
     def _headers(self) -> dict[str, str]:
         headers = dict(self._quirks.extra_headers)
         if self._key is not None:
-            headers["Authorization"] = f"Bearer {self._key}"
+            headers.update(self._endpoint.auth(self._key))
         return headers
 
     async def _prepare(
@@ -121,11 +143,14 @@ class OpenAIProvider:
         if self._key is None and self._key_required:
             raise UpstreamAuthError(f"{self.name} has no API key configured", provider=self.name, disable_provider=True)
         fields = wire.request_fields(job, stream=stream, quirks=self._quirks)
-        if job.mode == "image-edit" and self._quirks.json_edits:
-            return f"{self._base_url}/images/edits", await wire.edit_json(fields, inputs), None
+        if not self._quirks.model_in_body:
+            fields.pop("model", None)
         if job.mode == "image-edit":
-            return f"{self._base_url}/images/edits", None, await wire.edit_form(fields, inputs)
-        return f"{self._base_url}/images/generations", fields, None
+            url = self._endpoint.url(job.provider_model, "edits")
+            if self._quirks.json_edits:
+                return url, await wire.edit_json(fields, inputs), None
+            return url, None, await wire.edit_form(fields, inputs)
+        return self._endpoint.url(job.provider_model, "generations"), fields, None
 
     async def _open_stream(
         self, url: str, body: dict[str, object] | None, form: aiohttp.FormData | None, timeout: float
@@ -280,12 +305,7 @@ def create(name: str, config: ProviderSettings, settings: Settings) -> OpenAIPro
     """An instance of OpenAI's API from its `[providers.NAME]` table; None when disabled there."""
     if not config.enabled:
         return None
-    http = HttpClient(
-        name,
-        connect_timeout=config.connect_timeout_seconds,
-        max_connections=config.max_connections,
-        max_bytes=config.max_result_bytes,
-    )
+    http = HttpClient.for_instance(name, config)
     return OpenAIProvider(
         base_url=config.base_url or DEFAULT_BASE_URL,
         api_key=config.key(DEFAULT_KEY_ENV),

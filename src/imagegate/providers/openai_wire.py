@@ -83,6 +83,7 @@ class WireQuirks:
     ``aspect_ratio`` sends the size as a ratio ("16:9"; xAI) instead of ``size``. `output_fields`:
     False leaves out output_format, background and output_compression (the gateway converts).
     `json_edits`: edits as JSON with data: URLs (``image`` / ``images``) instead of multipart.
+    `model_in_body`: False leaves `model` out of the body (Azure: the deployment in the URL is the model).
     """
 
     response_format: Literal["auto", "omit", "b64_json"] = "auto"
@@ -90,6 +91,7 @@ class WireQuirks:
     output_fields: bool = True
     json_edits: bool = False
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    model_in_body: bool = True  # False: the URL names the model (Azure's deployments)
 
 
 OPENAI = WireQuirks()

@@ -58,6 +58,19 @@ def all_offerings(model: ModelInfo, registry: ProviderRegistry) -> list[Offering
     return offerings
 
 
+Serving = str  # "ready" | "no_key" | "not_configured"
+
+
+def serving_state(offering: Offering, registry: ProviderRegistry) -> Serving:
+    """Whether this gateway can call the offering now: ``ready``; ``no_key`` (the instance exists but has
+    no credentials, or is disabled for now); ``not_configured`` (no provider instance of that name: no
+    adapter for it, or no `[providers.NAME]` table for an instance the catalog names)."""
+    provider = registry.get(offering.provider)
+    if provider is None:
+        return "not_configured"
+    return "ready" if provider.available() else "no_key"
+
+
 def eligible(
     model: ModelInfo,
     needs: Needs,

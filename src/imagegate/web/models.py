@@ -13,7 +13,7 @@ from imagegate.core.quoting import quote
 from imagegate.core.types import ModelInfo, Offering, SizeSystem
 from imagegate.errors import ModelNotFoundError
 from imagegate.providers.registry import ProviderRegistry
-from imagegate.routing.candidates import all_offerings
+from imagegate.routing.candidates import all_offerings, serving_state
 from imagegate.web.responses import JSONResponse
 
 CREATED = 1_735_689_600  # catalog epoch (2025-01-01); OpenAI's `created` is required
@@ -47,12 +47,15 @@ def size_summary(system: SizeSystem) -> dict[str, Any]:
     return summary
 
 
-def offering_json(offering: Offering, today: date) -> dict[str, Any]:
+def offering_json(offering: Offering, today: date, registry: ProviderRegistry | None = None) -> dict[str, Any]:
     lc = offering.lifecycle
     prices = offering.pricing
     tokens = prices.tokens
     return {
         "provider": offering.provider,
+        "kind": offering.kind or offering.provider,
+        # ready | no_key | not_configured: whether this gateway can call it now (the catalog lists more)
+        "serving": serving_state(offering, registry) if registry is not None else None,
         "model_ids": dict(offering.model_ids),
         "status": lc.status_on(today),
         "deprecated_on": lc.deprecated_on.isoformat() if lc.deprecated_on else None,
@@ -104,7 +107,7 @@ def model_json(model: ModelInfo, registry: ProviderRegistry, today: date) -> dic
         "tags": list(model.tags),
         "status": model_status(model, today),
         "overview": model.overview,
-        "providers": [offering_json(o, today) for o in all_offerings(model, registry)],
+        "providers": [offering_json(o, today, registry) for o in all_offerings(model, registry)],
     }
 
 

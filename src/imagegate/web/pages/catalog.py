@@ -15,7 +15,8 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from imagegate.core.types import ModelInfo, Offering
-from imagegate.routing.candidates import all_offerings
+from imagegate.providers.registry import ProviderRegistry
+from imagegate.routing.candidates import all_offerings, serving_state
 from imagegate.web.models import model_status
 from imagegate.web.pages import catalog_views as views
 from imagegate.web.pages.layout import page
@@ -147,10 +148,12 @@ def _header(model: ModelInfo, offerings: list[Offering], today: date) -> str:
     return f'<dl class="facts card">{dl}</dl>'
 
 
-def _offering_section(off: Offering, today: date) -> str:
+def _offering_section(off: Offering, today: date, serving: str) -> str:
     p = off.pricing
     name = views.provider_name(off.provider)
     badge = ' <span class="tag free">free</span>' if p.free else ""
+    if serving != "ready":
+        badge += f' <span class="tag not-configured">{_e(views.SERVING_LABELS[serving])}</span>'
     status = views.offering_status(off, today)
     parts = [f'<section class="offering card" aria-label="{_e(name)}"><h3>{_e(name)}{badge}</h3>']
     parts.append(
@@ -230,8 +233,9 @@ def _examples_section(model: ModelInfo, ref: Offering | None, base: str) -> str:
     return "".join(parts)
 
 
-def _faq_section(model: ModelInfo, offerings: list[Offering], today: date) -> str:
-    items = "".join(f"<dt>{_e(q)}</dt><dd>{_e(a)}</dd>" for q, a in views.faq(model, offerings, today))
+def _faq_section(model: ModelInfo, offerings: list[Offering], today: date, registry: ProviderRegistry) -> str:
+    ready = {o.provider for o in offerings if serving_state(o, registry) == "ready"}
+    items = "".join(f"<dt>{_e(q)}</dt><dd>{_e(a)}</dd>" for q, a in views.faq(model, offerings, today, ready))
     return f'<h2 id="faq">FAQ</h2><dl class="faq">{items}</dl>'
 
 
@@ -261,10 +265,10 @@ async def model_page(request: Request) -> Response:
 {_header(model, offerings, today)}
 <p class="muted">Plain-text facts for tools: <a href="/models/{quote(model.id)}/llms.txt">llms.txt</a></p>
 <h2 id="pricing">Providers and pricing</h2>
-{"".join(_offering_section(o, today) for o in offerings)}
+{"".join(_offering_section(o, today, serving_state(o, state.registry)) for o in offerings)}
 {_params_section(model, offerings, today)}
 {_examples_section(model, ref, base)}
-{_faq_section(model, offerings, today)}"""
+{_faq_section(model, offerings, today, state.registry)}"""
     _, price = views.starting_price(model)
     return page(
         model.display_name,

@@ -283,6 +283,9 @@ def mode_rows(
     return ref, param_rows(model, ref, mode, masks)
 
 
+SERVING_LABELS = {"no_key": "not configured: no API key", "not_configured": "not configured here"}
+
+
 def offering_status(off: Offering, today: date) -> str:
     lc = off.lifecycle
     status = lc.status_on(today)
@@ -319,7 +322,10 @@ def price_lines(off: Offering) -> list[str]:
     return lines
 
 
-def faq(model: ModelInfo, offerings: list[Offering], today: date) -> list[tuple[str, str]]:
+def faq(
+    model: ModelInfo, offerings: list[Offering], today: date, ready: set[str] | None = None
+) -> list[tuple[str, str]]:
+    """The model page's questions; `ready` names the providers this gateway can call now (None: all)."""
     name = model.display_name
     _, price = starting_price(model)
     paid = [provider_name(o.provider) for o in offerings if not o.pricing.free]
@@ -337,8 +343,17 @@ def faq(model: ModelInfo, offerings: list[Offering], today: date) -> list[tuple[
         edit = "No, it only generates images from text."
     states = [offering_status(o, today) for o in offerings]
     retired = [s for s in states if s != "active"]
-    available = [provider_name(o.provider) for o in offerings if o.lifecycle.status_on(today) != "retired"]
-    alive = f"Yes, served by {', '.join(available)}." if available else "No, every provider has retired it."
+    live = [o for o in offerings if o.lifecycle.status_on(today) != "retired"]
+    available = [provider_name(o.provider) for o in live if ready is None or o.provider in ready]
+    unconfigured = [provider_name(o.provider) for o in live if ready is not None and o.provider not in ready]
+    if available:
+        alive = f"Yes, served here by {', '.join(available)}."
+    elif live:
+        alive = "Not on this gateway right now: no provider of it is configured."
+    else:
+        alive = "No, every provider has retired it."
+    if unconfigured:
+        alive += f" Also offered by {', '.join(unconfigured)} (not configured here)."
     if retired:
         alive += " Note: " + "; ".join(retired) + "."
     return [
