@@ -30,7 +30,8 @@ EXPECTED_IDS = {
     "flux-1-dev",
     "flux-kontext-pro",
     "gemini-2.5-flash-image",
-    "gemini-3-pro-image-preview",
+    "gemini-3-pro-image",
+    "gemini-3.1-flash-image",
 }
 
 GPT_IMAGE_1_PRICES = {

@@ -41,7 +41,7 @@ from tests.fakes.google import FakeGoogle
 from tests.fakes.images import make_image
 
 KEY = "AIzaFakeGeminiCanaryKey0123456789abcdef"
-PRO = "gemini-3-pro-image-preview"
+PRO = "gemini-3-pro-image"
 FLASH = "gemini-2.5-flash-image"
 
 
