@@ -267,7 +267,7 @@ async def test_forbidden_is_auth_error(provider: OpenAIProvider, fake: FakeOpenA
     fake.script.push(Fault("status", status=403))
     with pytest.raises(UpstreamAuthError) as caught:
         await provider.run(_job(), None, _ctx())
-    assert caught.value.message == "openai rejected the gateway's credentials"
+    assert caught.value.message == "openai rejected the gateway's credentials (HTTP 403)"
 
 
 @pytest.mark.parametrize(

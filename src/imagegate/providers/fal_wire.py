@@ -21,14 +21,13 @@ from imagegate.errors import (
     ImagegateError,
     InvalidRequestError,
     ModerationBlockedError,
-    UpstreamAuthError,
     UpstreamError,
     UpstreamMalformedError,
-    UpstreamRateLimitError,
     UpstreamTimeoutError,
 )
 from imagegate.imaging.probe import sniff_format
 from imagegate.providers.http import UpstreamResponse, retry_after_seconds
+from imagegate.providers.ladder import status_error
 from imagegate.redaction import MAX_RELAYED_CHARS, relayable
 
 NAME = "fal"
@@ -262,36 +261,25 @@ def translate_error(response: UpstreamResponse, stage: str) -> ImagegateError:
     """An error reply as our exception. `stage`: "submit" (incl. sync runs), "status" or "result"."""
     status = response.status
     if status in (401, 403):  # never echo the body: it may quote the credential
-        return UpstreamAuthError(
-            f"fal refused the gateway's credentials (HTTP {status})",
-            provider=NAME,
-            upstream_status=status,
-            disable_provider=True,
-        )
+        return status_error(NAME, status)
     body = _loads(response.body)
     if status in (400, 422):
         return _rejected(body, response.headers, status)
-    suffix = _detail_suffix(body)
-    if status == 429:
-        error: UpstreamError = UpstreamRateLimitError(
-            f"fal rate limit reached{suffix}",
-            provider=NAME,
-            retry_after=retry_after_seconds(response.headers),
-            upstream_status=status,
-        )
-    elif status == 404:
-        what = "fal does not serve this endpoint" if stage == "submit" else "fal no longer knows this request"
-        error = UpstreamError(f"{what} (HTTP 404)", provider=NAME, upstream_status=status)
-    elif status == 504 and response.headers.get("x-fal-request-timeout-type", "").lower() == "user":
-        error = UpstreamTimeoutError(
+    if status == 504 and response.headers.get("x-fal-request-timeout-type", "").lower() == "user":
+        return UpstreamTimeoutError(
             "fal dropped the request: it did not start before its timeout",
             provider=NAME,
             retryable=False,
             upstream_status=status,
         )
-    else:  # 408, 409, 5xx and any other status: a failure on fal's side, worth another try
-        error = UpstreamError(f"fal failed (HTTP {status}){suffix}", provider=NAME, upstream_status=status)
-    return error
+    not_found = "does not serve this endpoint" if stage == "submit" else "no longer knows this request"
+    return status_error(
+        NAME,
+        status,
+        detail=_detail_suffix(body),
+        retry_after=retry_after_seconds(response.headers),
+        not_found=not_found,
+    )
 
 
 def job_failed(status: Mapping[str, Any]) -> ImagegateError:

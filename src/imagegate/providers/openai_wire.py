@@ -24,16 +24,15 @@ from imagegate.errors import (
     ImagegateError,
     InvalidRequestError,
     ModerationBlockedError,
-    UpstreamAuthError,
     UpstreamError,
     UpstreamMalformedError,
-    UpstreamRateLimitError,
 )
 from imagegate.imaging.convert import encode_image
 from imagegate.imaging.encoded import Buffer, ImageBytes, InvalidBase64Error
 from imagegate.imaging.pool import run_image_task
 from imagegate.providers.base import EditInputs
 from imagegate.providers.http import retry_after_seconds
+from imagegate.providers.ladder import status_error
 from imagegate.redaction import MAX_RELAYED_CHARS, relayable
 
 NAME = "openai"
@@ -351,32 +350,15 @@ def translate_error(status: int, headers: Mapping[str, str], raw: bytes, provide
         mapped = PARAM_MAP.get(param, param) if param else None
         return InvalidRequestError(f"{provider}: {message or f'HTTP {status}'}", param=mapped)
     if status in (401, 403):
-        return UpstreamAuthError(
-            f"{provider} rejected the gateway's credentials",
-            provider=provider,
-            upstream_status=status,
-            disable_provider=True,
-            retryable=True,
-        )
-    retryable = headers.get("x-should-retry", "").strip().lower() != "false"
-    retry_after = retry_after_seconds(headers)
-    if status == 429:
-        quota = code == "insufficient_quota" or kind == "insufficient_quota"
-        return UpstreamRateLimitError(
-            f"{provider} {'quota is exhausted' if quota else 'rate limit reached'}{detail}",
-            provider=provider,
-            upstream_status=status,
-            retry_after=retry_after,
-            retryable=retryable,
-            disable_provider=quota,
-        )
-    what = "does not serve this model or endpoint" if status == 404 else f"answered HTTP {status}"
-    return UpstreamError(
-        f"{provider} {what}{detail}",
-        provider=provider,
-        upstream_status=status,
-        retry_after=retry_after,
-        retryable=retryable,
+        return status_error(provider, status)  # OpenAI's words on a refused key are never relayed
+    quota = code == "insufficient_quota" or kind == "insufficient_quota"
+    return status_error(
+        provider,
+        status,
+        detail=detail,
+        retry_after=retry_after_seconds(headers),
+        retryable=headers.get("x-should-retry", "").strip().lower() != "false",
+        quota_exhausted=status == 429 and quota,
     )
 
 
