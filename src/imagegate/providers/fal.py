@@ -49,6 +49,7 @@ from imagegate.providers.fal_wire import (
 )
 from imagegate.providers.http import HttpClient, UpstreamResponse
 from imagegate.providers.kinds import ProviderKind
+from imagegate.providers.polling import Backoff, cancelling, poll_until
 from imagegate.redaction import Redactor
 
 NAME = "fal"
@@ -182,11 +183,7 @@ class FalProvider:
                 "fal named queue URLs on another host; the key is only sent to the configured queue host",
                 provider=NAME,
             )
-        try:
-            status = await self._wait(handle, ctx)
-        except (asyncio.CancelledError, Exception):
-            await self._cancel_upstream(handle)
-            raise
+        status = await cancelling(self._wait(handle, ctx), lambda: self._cancel_upstream(handle))
         if status.get("error"):
             raise await self._failure(handle, status, ctx)
         response = await self._call("GET", handle.response_url, ctx, "result", charged=True)
@@ -195,16 +192,13 @@ class FalProvider:
 
     async def _wait(self, handle: QueueHandle, ctx: CallContext) -> dict[str, Any]:
         """Poll until COMPLETED, backing off x1.5 up to the max interval, never past the deadline."""
-        interval = self.config.poll_interval_seconds
-        while True:
-            remaining = ctx.remaining()
-            if remaining <= 0:
-                raise self._deadline_error(charged=True)
-            await asyncio.sleep(min(interval, remaining))
+
+        async def completed() -> dict[str, Any] | None:
             status = parse_status(await self._call("GET", handle.status_url, ctx, "status", charged=True))
-            if status["status"] == "COMPLETED":
-                return status
-            interval = min(interval * POLL_BACKOFF, self.config.poll_max_interval_seconds)
+            return status if status["status"] == "COMPLETED" else None
+
+        backoff = Backoff(self.config.poll_interval_seconds, self.config.poll_max_interval_seconds, POLL_BACKOFF)
+        return await poll_until(completed, ctx, backoff, lambda: self._deadline_error(charged=True))
 
     async def _failure(self, handle: QueueHandle, status: dict[str, Any], ctx: CallContext) -> ImagegateError:
         """A job that COMPLETED with `error`: fal's result reply says why (422 detail) when it can."""
