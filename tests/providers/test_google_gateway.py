@@ -74,3 +74,20 @@ async def test_the_model_lists_google_as_served(client) -> None:
         p["provider"]: p for p in (await client.get("/v1/models/gemini-3-pro-image-preview")).json()["providers"]
     }
     assert providers["google"]["serving"] == "ready"
+
+
+async def test_fifteen_reference_images_to_a_model_that_takes_fourteen_are_refused(client, google: FakeGoogle) -> None:
+    files = [("image[]", (f"{i}.png", png_bytes(32, 32), "image/png")) for i in range(15)]
+    response = await client.post("/v1/images/edits", data={"model": "gemini-3-pro-image", "prompt": "x"}, files=files)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "image"
+    assert not [r for r in google.requests if ":generateContent" in r.path]
+
+
+async def test_an_aspect_ratio_the_model_lacks_gets_the_nearest_and_says_so(client, google: FakeGoogle) -> None:
+    body = {"model": "gemini-3-pro-image", "prompt": "a panorama", "aspect_ratio": "5:1"}
+    response = await client.post("/v1/images/generations", json=body)
+    assert response.status_code == 200, response.text
+    decision = next(d for d in response.json()["imagegate"]["decisions"] if d["param"] == "size")
+    assert decision["handling"] == "converted" and decision["asked"].startswith("5:1") and "21:9" in decision["sent"]
+    sent = [r for r in google.requests if ":generateContent" in r.path][-1]
+    assert sent.json["generationConfig"]["imageConfig"]["aspectRatio"] == "21:9"
