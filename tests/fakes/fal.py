@@ -21,10 +21,8 @@ import asyncio
 import contextlib
 import functools
 import math
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,8 +31,9 @@ import pybase64
 from aiohttp import web
 
 from tests.fakes import faults
-from tests.fakes.faults import Fault, FaultScript, RecordedRequest
+from tests.fakes.faults import Fault, FaultScript
 from tests.fakes.images import data_uri, make_image
+from tests.fakes.server import FakeServer
 
 BLOCK_WORD = "BLOCKED_BY_SAFETY"
 MAX_BODY = 256 * 1024 * 1024
@@ -242,25 +241,24 @@ def _error_fields(failure: tuple[int, dict[str, Any]]) -> dict[str, str]:
     return {"error": str(message or f"HTTP {status}"), "error_type": str(error_type or kind)}
 
 
-class FakeFal:
+class FakeFal(FakeServer[tuple[str, str]]):
     """The fake server. `requests` records every request (API and files); `cancelled` the ids
-    cancelled with ``PUT cancel_url``; `jobs` every queued job by request id."""
+    cancelled with ``PUT cancel_url``; `jobs` every queued job by request id. `start` returns and
+    `run_in_thread` yields ``(run_url, queue_url)``; `base_url` is the server's root."""
+
+    thread_name = "fake-fal"
+    max_body = MAX_BODY
 
     def __init__(self, key: str = "fal-key-id:fal-secret", seed: int = 0, job_seconds: float = 0.05) -> None:
+        super().__init__(seed)
         self.key = key
-        self.seed = seed
         self.job_seconds = job_seconds
-        self.script = FaultScript(seed)
         self.file_script = FaultScript(seed + 1)
         self.job_script = FaultScript(seed + 2)
-        self.requests: list[RecordedRequest] = []
         self.cancelled: set[str] = set()
         self.jobs: dict[str, Job] = {}
         self.validate_at: Literal["submit", "result"] = "submit"
         self.files: dict[str, tuple[bytes, str]] = {}
-        self.base_url = ""
-        self._runner: web.AppRunner | None = None
-        self._stopping: asyncio.Event | None = None
 
     @property
     def run_url(self) -> str:
@@ -270,10 +268,13 @@ class FakeFal:
     def queue_url(self) -> str:
         return f"{self.base_url}/queue"
 
-    # --- lifecycle ---------------------------------------------------------------------------
+    def urls(self) -> tuple[str, str]:
+        return self.run_url, self.queue_url
+
+    # --- routes ----------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = super().app()
         app.router.add_post("/run/{endpoint:.+}", functools.partial(self._accept, queued=False))
         app.router.add_get("/queue/{owner}/{alias}/requests/{rid}/status", self._status)
         app.router.add_get("/queue/{owner}/{alias}/requests/{rid}", self._result)
@@ -281,69 +282,16 @@ class FakeFal:
         app.router.add_post("/queue/{endpoint:.+}", functools.partial(self._accept, queued=True))
         app.router.add_route("*", "/queue/{rest:.+}", self._not_found)
         app.router.add_get("/files/{name}", self._file)
-        faults.add_control_routes(app, self.script, self.requests)
         app.router.add_post("/_fake/file_faults", self._push_faults(self.file_script))
         app.router.add_post("/_fake/job_faults", self._push_faults(self.job_script))
         return app
-
-    async def start(self, port: int = 0) -> tuple[str, str]:
-        """Serve on 127.0.0.1:`port` (0: any free port); returns ``(run_url, queue_url)``."""
-        self._stopping = asyncio.Event()
-        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.base_url = f"http://127.0.0.1:{bound}"
-        return self.run_url, self.queue_url
-
-    async def stop(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @contextlib.contextmanager
-    def run_in_thread(self, port: int = 0) -> Iterator[tuple[str, str]]:
-        """Serve from a daemon thread with its own event loop; yields ``(run_url, queue_url)``."""
-        loop = asyncio.new_event_loop()
-        ready: list[tuple[str, str]] = []
-        failure: list[BaseException] = []
-        started = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                ready.append(loop.run_until_complete(self.start(port)))
-            except BaseException as exc:
-                failure.append(exc)
-                started.set()
-                return
-            started.set()
-            loop.run_forever()
-            loop.run_until_complete(self.stop())
-            loop.close()
-
-        thread = threading.Thread(target=serve, name="fake-fal", daemon=True)
-        thread.start()
-        started.wait(30)
-        if failure:
-            raise failure[0]
-        try:
-            yield ready[0]
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
 
     # --- sync and submit ----------------------------------------------------------------------
 
     async def _accept(self, request: web.Request, queued: bool) -> web.StreamResponse:
         body = await self._read_json(request)
         endpoint_id = request.match_info["endpoint"].strip("/")
-        self.requests.append(self._record(request, body))
+        self.record(request, body)
         if self.script.latency > 0:
             await asyncio.sleep(self.script.latency)
         fault = self.script.next()
@@ -373,7 +321,7 @@ class FakeFal:
         except FalInputError as exc:
             return _json(422, exc.body(), {**headers, "x-fal-error-type": exc.kind})
         if stall:
-            await self._wait_stopping()
+            await self.wait_stopping()
         await asyncio.sleep(self.job_seconds)
         return _json(200, self._output(call), headers)
 
@@ -428,7 +376,7 @@ class FakeFal:
 
     def _job(self, request: web.Request, missing: dict[str, str]) -> Job | web.Response:
         """The job named by the URL (under its own owner/alias only), or the error answer."""
-        self.requests.append(self._record(request, None))
+        self.record(request, None)
         denied = self._check_key(request)
         if denied is not None:
             return denied
@@ -484,17 +432,17 @@ class FakeFal:
         return _json(202, {"status": "CANCELLATION_REQUESTED"})
 
     async def _not_found(self, request: web.Request) -> web.Response:
-        self.requests.append(self._record(request, None))
+        self.record(request, None)
         return _json(404, {"detail": "Not Found"})
 
     # --- files --------------------------------------------------------------------------------
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append(self._record(request, None))
+        self.record(request, None)
         fault = self.file_script.next()
         found = self.files.get(request.match_info["name"])
         if fault is not None and fault.kind == "stall":
-            await self._wait_stopping()
+            await self.wait_stopping()
         if fault is not None:
             data, content_type = found or (b"missing", "application/octet-stream")
             faulted = await misbehave(request, fault, data, content_type)
@@ -505,11 +453,6 @@ class FakeFal:
         return web.Response(body=found[0], content_type=found[1])
 
     # --- faults and helpers -------------------------------------------------------------------
-
-    async def _wait_stopping(self) -> None:
-        assert self._stopping is not None
-        await self._stopping.wait()
-        raise asyncio.CancelledError
 
     def _check_key(self, request: web.Request) -> web.Response | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -525,11 +468,6 @@ class FakeFal:
             return orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             return raw.decode("utf-8", "replace")
-
-    def _record(self, request: web.Request, body: Any) -> RecordedRequest:
-        return RecordedRequest(
-            method=request.method, path=request.path, headers=faults.lower_headers(request), json=body
-        )
 
     def _push_faults(self, script: FaultScript) -> Any:
         async def handler(request: web.Request) -> web.Response:

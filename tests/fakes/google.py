@@ -27,9 +27,7 @@ import binascii
 import contextlib
 import io
 import math
-import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,16 +35,9 @@ import orjson
 from aiohttp import web
 from PIL import Image
 
-from tests.fakes.faults import (
-    Fault,
-    FaultScript,
-    RecordedRequest,
-    add_control_routes,
-    lower_headers,
-    reset_connection,
-    truncated_response,
-)
+from tests.fakes.faults import Fault, reset_connection, truncated_response
 from tests.fakes.images import make_image
+from tests.fakes.server import FakeAPI
 
 BLOCK_WORD = "BLOCKED_BY_SAFETY"
 TEXT_WORD = "TEXT_ONLY"
@@ -301,49 +292,21 @@ def usage_for(call: Call, with_image: bool) -> dict[str, Any]:
     return usage
 
 
-class FakeGoogle:
+class FakeGoogle(FakeAPI):
     """The fake server. `script` scripts faults; `requests` records every generateContent call."""
 
+    base_path = "/v1beta"
+    thread_name = "fake-google"
+    max_body = MAX_BODY
+
     def __init__(self, key: str = "fake-gemini-key", seed: int = 0) -> None:
+        super().__init__(seed)
         self.key = key
-        self.seed = seed
-        self.script = FaultScript(seed)
-        self.requests: list[RecordedRequest] = []
-        self.base_url = ""
-        self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = super().app()
         app.router.add_post("/v1beta/models/{target}", self._generate)
-        add_control_routes(app, self.script, self.requests)
         return app
-
-    async def start(self, port: int = 0) -> str:
-        """Serve on 127.0.0.1:`port` (0: any free port); returns ``http://127.0.0.1:PORT/v1beta``."""
-        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1beta"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @contextlib.contextmanager
-    def run_in_thread(self, port: int = 0) -> Iterator[str]:
-        """Serve from a daemon thread with its own event loop; yields the base URL."""
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-google", daemon=True)
-        thread.start()
-        try:
-            yield asyncio.run_coroutine_threadsafe(self.start(port), loop).result(30)
-        finally:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -351,7 +314,7 @@ class FakeGoogle:
             body: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = None
-        self.requests.append(RecordedRequest(request.method, request.path_qs, lower_headers(request), body))
+        self.record(request, body, with_query=True)
         if self.script.latency > 0:
             await asyncio.sleep(self.script.latency)
         fault = self.script.next()
@@ -422,7 +385,7 @@ class FakeGoogle:
             await asyncio.sleep(fault.delay)
             return None
         if fault.kind == "stall":
-            await asyncio.Event().wait()
+            await self.wait_stopping()
         if fault.kind == "reset":
             return await reset_connection(request)
         if fault.kind == "truncate":

@@ -21,11 +21,9 @@ import contextlib
 import io
 import math
 import re
-import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,15 +35,14 @@ from PIL import Image
 
 from tests.fakes.faults import (
     Fault,
-    FaultScript,
     RecordedRequest,
-    add_control_routes,
     echo,
     lower_headers,
     reset_connection,
     truncated_response,
 )
 from tests.fakes.images import make_gif, make_image, make_svg
+from tests.fakes.server import FakeAPI
 
 BLOCK_WORD = "BLOCKED_BY_SAFETY"
 MAX_BODY = 256 * 1024 * 1024
@@ -554,57 +551,27 @@ def _choice(f: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str | Non
 # --- the server ----------------------------------------------------------------------------------
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeAPI):
     """The fake server. `script` scripts faults; `requests` records every /v1/images request."""
 
+    base_path = "/v1"
+    thread_name = "fake-openai"
+    max_body = MAX_BODY
+
     def __init__(self, key: str = "sk-fake", seed: int = 0) -> None:
+        super().__init__(seed)
         self.key = key
-        self.seed = seed
-        self.script = FaultScript(seed)
-        self.requests: list[RecordedRequest] = []
         self.latency = 0.0
         self.image: bytes | None = None  # when set, every non-streamed result is these bytes
-        self.base_url = ""
         self._files: OrderedDict[str, bytes] = OrderedDict()
-        self._runner: web.AppRunner | None = None
         self._remaining = 500
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = super().app()
         app.router.add_post("/v1/images/generations", self._generations)
         app.router.add_post("/v1/images/edits", self._edits)
         app.router.add_get("/files/{name}", self._file)
-        add_control_routes(app, self.script, self.requests)
         return app
-
-    async def start(self, port: int = 0) -> str:
-        """Serve on 127.0.0.1:`port` (0: any free port); returns the base URL ``http://127.0.0.1:PORT/v1``."""
-        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        bound = self._runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{bound}/v1"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @contextlib.contextmanager
-    def run_in_thread(self, port: int = 0) -> Iterator[str]:
-        """Serve from a daemon thread with its own event loop; yields the base URL."""
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-openai", daemon=True)
-        thread.start()
-        try:
-            yield asyncio.run_coroutine_threadsafe(self.start(port), loop).result(30)
-        finally:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
 
     async def _generations(self, request: web.Request) -> web.StreamResponse:
         return await self._images(request, "generations")
@@ -675,7 +642,7 @@ class FakeOpenAI:
             await asyncio.sleep(fault.delay)
             return None
         if fault.kind == "stall":
-            await asyncio.Event().wait()
+            await self.wait_stopping()
         if fault.kind == "reset":
             return await reset_connection(request)
         if fault.kind == "truncate":

@@ -2,25 +2,24 @@
 (shared/providers-2.md section 8): JSON generations and JSON edits (`image: {url}` or `images: [{url}]`,
 data: URLs here), `aspect_ratio` instead of `size`, `size` / `quality` / `style` refused as "Argument
 not supported", `response_format` url (the default) or b64_json, `n` 1-10, no mask. Bearer key.
+Each image request consults `script` first (the generic `FakeServer.fault_answer`, xAI's error shape).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-import threading
-from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pybase64
 from aiohttp import web
 
-from tests.fakes.faults import FaultScript, RecordedRequest, add_control_routes, lower_headers
 from tests.fakes.images import make_image
+from tests.fakes.server import FakeAPI
 
 MODELS = ("grok-imagine-image", "grok-imagine-image-quality")
 RATIOS = ("2:1", "20:9", "19.5:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:19.5", "9:20", "1:2", "auto")
+_STATUS_CODES = {401: "Unauthorized", 429: "Too many requests", 500: "Internal error", 503: "Service unavailable"}
 UNSUPPORTED = ("size", "quality", "style", "mask", "output_format", "background", "output_compression")
 
 
@@ -37,62 +36,48 @@ def _dims(ratio: str) -> tuple[int, int]:
     return max(16, round(width * scale / 16) * 16), max(16, round(height * scale / 16) * 16)
 
 
-class FakeXAI:
+class FakeXAI(FakeAPI):
     """The fake; `requests` records every image request, `script` scripts faults (tests/fakes/faults.py)."""
 
+    base_path = "/v1"
+    thread_name = "fake-xai"
+    max_body = 64 * 1024 * 1024
+
     def __init__(self, key: str = "xai-fake") -> None:
+        super().__init__()
         self.key = key
-        self.script = FaultScript()
-        self.requests: list[RecordedRequest] = []
         self._files: dict[str, bytes] = {}
-        self._runner: web.AppRunner | None = None
-        self.base_url = ""
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = super().app()
         app.router.add_post("/v1/images/generations", self._generations)
         app.router.add_post("/v1/images/edits", self._edits)
         app.router.add_get("/files/{name}", self._file)
-        add_control_routes(app, self.script, self.requests)
         return app
 
-    @contextlib.contextmanager
-    def run_in_thread(self) -> Iterator[str]:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-xai", daemon=True)
-        thread.start()
-        try:
-            yield asyncio.run_coroutine_threadsafe(self._start(), loop).result(30)
-        finally:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._stop(), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
+    def error_body(self, status: int) -> Any:
+        """xAI's error shape: a short `code` and the message in `error`."""
+        return {"code": _STATUS_CODES.get(status, f"HTTP {status}"), "error": f"The request failed with HTTP {status}"}
 
-    async def _start(self) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
-        return self.base_url
-
-    async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _generations(self, request: web.Request) -> web.Response:
+    async def _generations(self, request: web.Request) -> web.StreamResponse:
         return await self._images(request, edit=False)
 
-    async def _edits(self, request: web.Request) -> web.Response:
+    async def _edits(self, request: web.Request) -> web.StreamResponse:
         return await self._images(request, edit=True)
 
     async def _file(self, request: web.Request) -> web.Response:
         data = self._files.get(request.match_info["name"])
         return web.Response(body=data, content_type="image/png") if data else web.Response(status=404)
 
-    async def _images(self, request: web.Request, edit: bool) -> web.Response:
+    async def _images(self, request: web.Request, edit: bool) -> web.StreamResponse:
         body: Any = await request.json() if request.content_type == "application/json" else None
-        self.requests.append(RecordedRequest(request.method, request.path, lower_headers(request), body))
+        self.record(request, body)
+        fault = self.script.next()
+        if fault is not None:
+            sample = {"data": [{"b64_json": pybase64.b64encode(make_image(64, 64, "png")).decode()}]}
+            faulted = await self.fault_answer(request, fault, orjson.dumps(sample))
+            if faulted is not None:
+                return faulted
         if request.headers.get("Authorization") != f"Bearer {self.key}":
             return _error(401, "Incorrect API key provided")
         if not isinstance(body, dict):
@@ -117,5 +102,5 @@ class FakeXAI:
             else:
                 name = f"img{len(self._files)}.png"
                 self._files[name] = data
-                items.append({"url": f"{self.base_url.removesuffix('/v1')}/files/{name}"})
+                items.append({"url": f"{self.root_url}/files/{name}"})
         return web.json_response({"data": items})
