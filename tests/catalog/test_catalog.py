@@ -32,6 +32,9 @@ EXPECTED_IDS = {
     "gemini-2.5-flash-image",
     "gemini-3-pro-image",
     "gemini-3.1-flash-image",
+    "imagen-4.0-generate",
+    "imagen-4.0-fast-generate",
+    "imagen-4.0-ultra-generate",
 }
 
 GPT_IMAGE_1_PRICES = {
@@ -93,7 +96,7 @@ def test_packaged_catalog_loads(catalog: Catalog) -> None:
     assert {m.id for m in catalog.models()} == EXPECTED_IDS
     assert len(catalog) == len(EXPECTED_IDS)
     assert [m.id for m in catalog.models()] == sorted(EXPECTED_IDS)
-    assert catalog.providers() == {"openai", "fal", "replicate", "google", "xai"}
+    assert catalog.providers() == {"openai", "fal", "replicate", "google", "vertex", "xai"}
     assert "gpt-image-1" in catalog
     assert "no-such-model" not in catalog
     assert catalog.get("no-such-model") is None

@@ -50,9 +50,10 @@ class ProviderKind:
 @cache
 def kinds() -> dict[str, ProviderKind]:
     """Built-in kinds, then plugins' (a plugin may not replace a built-in)."""
-    from imagegate.providers import azure, compatible, fal, google, openai
+    from imagegate.providers import azure, compatible, fal, google, openai, vertex
 
-    found = {kind.name: kind for kind in (openai.KIND, fal.KIND, google.KIND, compatible.KIND, azure.KIND)}
+    builtins = (openai.KIND, fal.KIND, google.KIND, vertex.KIND, compatible.KIND, azure.KIND)
+    found = {kind.name: kind for kind in builtins}
     for point in entry_points(group=KIND_ENTRY_POINT_GROUP):
         try:
             kind = point.load()
