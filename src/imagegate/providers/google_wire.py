@@ -26,10 +26,8 @@ from imagegate.errors import (
     ImagegateError,
     InvalidRequestError,
     ModerationBlockedError,
-    UpstreamAuthError,
     UpstreamError,
     UpstreamMalformedError,
-    UpstreamRateLimitError,
     UpstreamTimeoutError,
 )
 from imagegate.imaging.convert import encode_image
@@ -38,6 +36,7 @@ from imagegate.imaging.pool import run_image_task
 from imagegate.imaging.probe import sniff_format
 from imagegate.providers.base import EditInputs
 from imagegate.providers.http import retry_after_seconds
+from imagegate.providers.ladder import status_error
 from imagegate.redaction import MAX_RELAYED_CHARS, relayable
 
 NAME = "google"
@@ -349,14 +348,8 @@ def translate_error(status: int, headers: Mapping[str, str], raw: bytes, provide
     """A Google error reply as one of ours. Never repeats Google's words where the key is refused."""
     _, state, message, details = error_fields(parse_error_body(raw))
     detail = f": {message}" if message else ""
-    if status in (401, 403) or _reasons(details) & AUTH_REASONS:
-        return UpstreamAuthError(
-            f"{provider} rejected the gateway's credentials (HTTP {status})",
-            provider=provider,
-            upstream_status=status,
-            disable_provider=True,
-            retryable=True,
-        )
+    if status in (401, 403) or _reasons(details) & AUTH_REASONS:  # Google answers a bad key with 400
+        return status_error(provider, status, refused_credentials=True)
     if status == 400 and state == "FAILED_PRECONDITION":  # e.g. billing or region: not the caller's input
         return UpstreamError(f"{provider} cannot serve the request{detail}", provider=provider, upstream_status=status)
     if status in (400, 422):
@@ -365,17 +358,6 @@ def translate_error(status: int, headers: Mapping[str, str], raw: bytes, provide
     retry_after = retry_after_seconds(headers)
     if retry_after is None:
         retry_after = retry_delay(details)
-    if status == 429:
-        return UpstreamRateLimitError(
-            f"{provider} rate limit or quota reached{detail}",
-            provider=provider,
-            upstream_status=status,
-            retry_after=retry_after,
-        )
-    if status == 402:  # prepaid credits used up: no use trying again until someone pays
-        return UpstreamError(
-            f"{provider} has no credit left{detail}", provider=provider, upstream_status=status, disable_provider=True
-        )
     if status == 504:
         return UpstreamTimeoutError(
             f"{provider} timed out on its side{detail}",
@@ -383,7 +365,4 @@ def translate_error(status: int, headers: Mapping[str, str], raw: bytes, provide
             upstream_status=status,
             retry_after=retry_after,
         )
-    what = "does not serve this model" if status == 404 else f"answered HTTP {status}"
-    return UpstreamError(
-        f"{provider} {what}{detail}", provider=provider, upstream_status=status, retry_after=retry_after
-    )
+    return status_error(provider, status, detail=detail, retry_after=retry_after, not_found="does not serve this model")

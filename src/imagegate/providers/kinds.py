@@ -6,8 +6,8 @@ A kind is one adapter module's answer to three questions: its name (``"openai"``
 without touching the core's), and a factory that builds one provider *instance* from a table.
 
 Instances: each ``[providers.NAME]`` table is one instance, of the kind named by its ``kind`` key,
-which defaults to the table name for the kinds that have a default instance (``[providers.openai]``
-is the ``openai`` kind). Several instances of one kind live side by side (``[providers.xai]`` and
+which defaults to the table name when that names a kind (``[providers.openai]`` is the ``openai``
+kind, ``[providers.vertex]`` the ``vertex`` kind). Several instances of one kind live side by side (``[providers.xai]`` and
 ``[providers.together]``, both ``kind = "openai-compatible"``), each with its own key, base URL and
 model map; catalog offerings name the instance. A kind with ``default_instance`` is also built
 when no table names it (OpenAI and fal: they become available once their key is in the environment).
@@ -87,8 +87,6 @@ def kind_of(name: str, table: ProviderSettings | dict[str, Any]) -> ProviderKind
         known = ", ".join(sorted(kinds()))
         where = f"kind {kind_name!r}" if declared else "no kind"
         raise ConfigError(f"[providers.{name}]: {where}; set kind to one of {known}")
-    if declared is None and not found.default_instance:
-        raise ConfigError(f"[providers.{name}]: set kind (a {found.name} table needs kind = {found.name!r})")
     return found
 
 

@@ -28,10 +28,12 @@ def status_error(
     retry_after: float | None = None,
     retryable: bool = True,
     quota_exhausted: bool = False,
+    refused_credentials: bool = False,
     not_found: str = "does not serve this model or endpoint",
 ) -> UpstreamError:
-    """The error for a non-2xx reply that the adapter did not read as something of its own."""
-    if status in (401, 403):
+    """The error for a non-2xx reply that the adapter did not read as something of its own.
+    `refused_credentials`: the body says the key was refused whatever the status (Google: 400)."""
+    if status in (401, 403) or refused_credentials:
         return UpstreamAuthError(
             f"{provider} rejected the gateway's credentials (HTTP {status})",
             provider=provider,
