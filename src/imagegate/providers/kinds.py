@@ -7,9 +7,9 @@ without touching the core's), and a factory that builds one provider *instance* 
 
 Instances: each ``[providers.NAME]`` table is one instance, of the kind named by its ``kind`` key,
 which defaults to the table name when that names a kind (``[providers.openai]`` is the ``openai``
-kind, ``[providers.vertex]`` the ``vertex`` kind). Several instances of one kind live side by side (``[providers.xai]`` and
-``[providers.together]``, both ``kind = "openai-compatible"``), each with its own key, base URL and
-model map; catalog offerings name the instance. A kind with ``default_instance`` is also built
+kind, ``[providers.vertex]`` the ``vertex`` kind). Several instances of one kind live side by side
+(``[providers.xai]`` and ``[providers.together]``, both ``kind = "openai-compatible"``), each with its
+own key, base URL and model map; catalog offerings name the instance. A kind with ``default_instance`` is also built
 when no table names it (OpenAI and fal: they become available once their key is in the environment).
 
 Plugins declare an entry point in group ``imagegate.provider_kinds`` whose value is a `ProviderKind`.
