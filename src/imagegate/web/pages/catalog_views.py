@@ -24,7 +24,15 @@ from imagegate.core.types import (
     SizeSystem,
 )
 
-PROVIDER_NAMES = {"openai": "OpenAI", "fal": "fal", "replicate": "Replicate", "google": "Google", "sandbox": "Sandbox"}
+PROVIDER_NAMES = {
+    "openai": "OpenAI",
+    "fal": "fal",
+    "replicate": "Replicate",
+    "google": "Google",
+    "vertex": "Vertex AI",
+    "xai": "xAI",
+    "sandbox": "Sandbox",
+}
 TOKEN_LABELS = (
     ("text_input", "Text input"),
     ("cached_text_input", "Cached text input"),
