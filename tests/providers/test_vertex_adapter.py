@@ -471,6 +471,27 @@ async def test_transport_faults(provider: VertexProvider, fake: FakeVertex) -> N
             await provider.run(_job(), None, _ctx())
 
 
+async def test_a_call_past_the_deadline_is_a_timeout(provider: VertexProvider, fake: FakeVertex) -> None:
+    await provider.run(_job(), None, _ctx())  # a token first, so the deadline falls on the image call
+    fake.script.push(Fault("latency", delay=5.0))
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(UpstreamTimeoutError):
+        await provider.run(_job(), None, _ctx(0.4))
+    assert asyncio.get_running_loop().time() - started < 2.5
+
+
+async def test_cancelling_a_call_raises_only_cancelled(provider: VertexProvider, fake: FakeVertex) -> None:
+    fake.script.push(Fault("latency", delay=5.0))
+    task = asyncio.create_task(provider.run(_job(), None, _ctx()))
+    for _ in range(500):
+        if any(r.path.endswith(":predict") for r in fake.requests):
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 # --- the fake itself --------------------------------------------------------------------------------------
 
 
