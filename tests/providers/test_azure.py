@@ -124,3 +124,24 @@ async def test_a_wrong_key_never_comes_back(tmp_path: Path, east: FakeAzure) -> 
 def test_an_incomplete_azure_table_fails_at_start(tmp_path: Path, table: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         build_registry(Settings(data_dir=tmp_path, providers={"azure": table}))
+
+
+def test_an_offering_naming_the_kind_is_served_by_every_instance_of_it(
+    tmp_path: Path, east: FakeAzure, west: FakeAzure
+) -> None:
+    import dataclasses
+
+    from imagegate.catalog.loader import load_catalog
+    from imagegate.routing.candidates import all_offerings, serving_state
+
+    base = load_catalog().get("gpt-image-1.5")
+    assert base is not None
+    by_kind = dataclasses.replace(base.offerings[0], provider="azure-openai")  # as an operator's catalog file may say
+    model = dataclasses.replace(base, offerings=(by_kind,))
+    providers = {"azure-east": _table(east, EAST_KEY, "img-east"), "azure-west": _table(west, WEST_KEY, "img-west")}
+    registry = build_registry(Settings(data_dir=tmp_path, providers=providers))
+    served = [o for o in all_offerings(model, registry) if o.provider != "sandbox"]
+    assert [(o.provider, o.kind) for o in served] == [("azure-east", "azure-openai"), ("azure-west", "azure-openai")]
+    alone = [o for o in all_offerings(model, build_registry(Settings(data_dir=tmp_path / "none"))) if o.kind is None]
+    assert [o.provider for o in alone if o.provider != "sandbox"] == ["azure-openai"]
+    assert serving_state(alone[0], build_registry(Settings(data_dir=tmp_path / "none"))) == "not_configured"

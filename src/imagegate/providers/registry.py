@@ -182,16 +182,24 @@ class ProviderRegistry:
     def __init__(self, providers: Mapping[str, Provider] | None = None, redactor: Redactor | None = None) -> None:
         self.redactor = redactor or Redactor()
         self._providers: dict[str, Provider] = {}
+        self._kinds: dict[str, str] = {}
         for provider in (providers or {}).values():
             self.register(provider)
 
-    def register(self, provider: Provider) -> None:
+    def register(self, provider: Provider, kind: str | None = None) -> None:
+        """Add `provider` (an instance of `kind`, when it came from a `[providers.NAME]` table)."""
         if not isinstance(provider, GuardedProvider):
             provider = GuardedProvider(provider, self.redactor)
         self._providers[provider.name] = provider
+        if kind is not None:
+            self._kinds[provider.name] = kind
 
     def get(self, name: str) -> Provider | None:
         return self._providers.get(name)
+
+    def of_kind(self, kind: str) -> list[str]:
+        """The names of the instances of `kind`, in name order."""
+        return sorted(name for name, of in self._kinds.items() if of == kind)
 
     def names(self) -> list[str]:
         return sorted(self._providers)
@@ -231,17 +239,17 @@ def default_key_envs(factories: Mapping[str, ProviderFactory]) -> dict[str, str 
     return envs
 
 
-def instances(settings: Settings) -> dict[str, Provider | None]:
+def instances(settings: Settings) -> dict[str, tuple[str, Provider | None]]:
     """One provider per `[providers.NAME]` table (of the table's kind), plus the default instance of
-    each kind that has one and no table (see imagegate.providers.kinds)."""
-    built: dict[str, Provider | None] = {}
+    each kind that has one and no table (see imagegate.providers.kinds); by name, with its kind."""
+    built: dict[str, tuple[str, Provider | None]] = {}
     for kind in kinds().values():
         if kind.default_instance and kind.name not in settings.providers:
-            built[kind.name] = kind.create(kind.name, kind.settings_model(), settings)
+            built[kind.name] = (kind.name, kind.create(kind.name, kind.settings_model(), settings))
     for name, table in settings.providers.items():
         kind = kind_of(name, table)
         if kind is not None:  # None: an older-style plugin's table, read by its own factory
-            built[name] = kind.create(name, table, settings)
+            built[name] = (kind.name, kind.create(name, table, settings))
     return built
 
 
@@ -253,11 +261,11 @@ def build_registry(
     redactor = redactor or Redactor()
     redactor.add(*provider_secrets(settings, default_key_envs(factories)))
     registry = ProviderRegistry(redactor=redactor)
-    for name, instance in instances(settings).items():
+    for name, (kind, instance) in instances(settings).items():
         if instance is not None:
             if instance.name != name:
                 log.warning("provider instance %s is named %s", name, instance.name)
-            registry.register(instance)
+            registry.register(instance, kind)
     for name, factory in factories.items():
         provider = factory(settings)
         if provider is not None:

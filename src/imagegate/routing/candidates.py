@@ -7,6 +7,7 @@ error explains it best (retired model naming its successor, missing capability, 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import date
 
@@ -49,11 +50,22 @@ class Candidate:
 
 
 def all_offerings(model: ModelInfo, registry: ProviderRegistry) -> list[Offering]:
-    """Catalog offerings plus those providers add on their own (the sandbox)."""
-    offerings = list(model.offerings)
+    """Catalog offerings plus those providers add on their own (the sandbox, model maps).
+
+    An offering names a provider instance; one that names a kind with no instance of that name
+    stands for every configured instance of the kind (``provider = "azure-openai"``: each
+    ``kind = "azure-openai"`` table serves it under its own name), or for none (then it is shown as
+    not configured)."""
+    offerings: list[Offering] = []
+    for offering in model.offerings:
+        names = registry.of_kind(offering.provider) if registry.get(offering.provider) is None else []
+        if names:
+            offerings += [dataclasses.replace(offering, provider=name, kind=offering.provider) for name in names]
+        else:
+            offerings.append(offering)
     for provider in registry:
         extra = provider.extra_offering(model)
-        if extra is not None and model.offering(extra.provider) is None:
+        if extra is not None and all(o.provider != extra.provider for o in offerings):
             offerings.append(extra)
     return offerings
 
