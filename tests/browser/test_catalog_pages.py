@@ -100,7 +100,7 @@ def test_keyboard_reaches_search_and_copy_buttons(page, live_gateway: str) -> No
     else:
         raise AssertionError("Tab never reached the search box")
     page.keyboard.type("kontext")
-    assert visible_ids(page) == ["flux-kontext-pro"]
+    assert visible_ids(page) == ["flux-kontext-max", "flux-kontext-pro"]
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"
 
