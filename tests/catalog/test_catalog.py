@@ -29,6 +29,15 @@ EXPECTED_IDS = {
     "flux-1-schnell",
     "flux-1-dev",
     "flux-kontext-pro",
+    "flux-kontext-max",
+    "flux-1.1-pro",
+    "flux-1.1-pro-ultra",
+    "flux-2-pro",
+    "flux-2-max",
+    "flux-2-flex",
+    "flux-2-klein-4b",
+    "flux-2-klein-9b",
+    "seedream-4.5",
     "gemini-2.5-flash-image",
     "gemini-3-pro-image",
     "gemini-3.1-flash-image",
@@ -96,7 +105,7 @@ def test_packaged_catalog_loads(catalog: Catalog) -> None:
     assert {m.id for m in catalog.models()} == EXPECTED_IDS
     assert len(catalog) == len(EXPECTED_IDS)
     assert [m.id for m in catalog.models()] == sorted(EXPECTED_IDS)
-    assert catalog.providers() == {"openai", "fal", "replicate", "google", "vertex", "xai"}
+    assert catalog.providers() == {"openai", "fal", "replicate", "google", "vertex", "xai", "bfl", "openrouter"}
     assert "gpt-image-1" in catalog
     assert "no-such-model" not in catalog
     assert catalog.get("no-such-model") is None

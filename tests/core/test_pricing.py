@@ -153,3 +153,17 @@ def test_every_successor_named_in_the_catalog_resolves() -> None:
         for offering in model.offerings:
             successor = offering.lifecycle.successor
             assert successor is None or CATALOG.get(successor) is not None, (model.id, successor)
+
+
+@pytest.mark.parametrize(("reported", "expected"), [(0.04, "0.04"), ("0.134546", "0.134546"), (0, "0")])
+def test_a_reported_cost_wins_over_the_tables(reported: object, expected: str) -> None:
+    offering = CATALOG.get("gpt-image-1").offering("openai")
+    usage = {"input_tokens": 50, "output_tokens": 4160, "cost": reported}
+    assert actual_cost(offering, "high", Dimensions(1024, 1024), None, 1, usage) == Decimal(expected)
+
+
+@pytest.mark.parametrize("reported", [True, -1, "abc", float("nan"), None, [1]])
+def test_an_unusable_reported_cost_is_ignored(reported: object) -> None:
+    offering = CATALOG.get("gpt-image-1").offering("openai")
+    usage = {"input_tokens": 50, "input_tokens_details": {"text_tokens": 50}, "output_tokens": 4160, "cost": reported}
+    assert actual_cost(offering, "high", Dimensions(1024, 1024), None, 1, usage) == Decimal("0.16665")

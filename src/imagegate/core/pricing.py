@@ -109,7 +109,8 @@ def actual_cost(
     count: int,
     usage: Mapping[str, object] | None,
 ) -> Decimal | None:
-    """Cost of what was produced: token prices on `usage` when both exist, else the image table.
+    """Cost of what was produced: the provider's reported `usage.cost` when it sent one, else token
+    prices on `usage` when both exist, else the image table.
 
     An SVG's `svg_usage` (the author model's tokens, billed on top of the image tokens) makes the cost
     unknown: the catalog has no prices for author models, and a partial sum would understate it.
@@ -119,10 +120,25 @@ def actual_cost(
         return Decimal(0)
     if usage and isinstance(usage.get("svg_usage"), Mapping):
         return None
+    reported = _reported_cost(usage)
+    if reported is not None:  # what the provider says it charged (OpenRouter's usage.cost) wins
+        return reported
     if usage and pricing.tokens is not None:
         return token_cost(pricing.tokens, usage)
     one = image_price(pricing, quality, dims, tier)
     return None if one is None else one * count
+
+
+def _reported_cost(usage: Mapping[str, object] | None) -> Decimal | None:
+    """A provider's own figure for what it charged, in USD (`usage.cost`), when it sent a usable one."""
+    value = usage.get("cost") if usage else None
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError:
+        return None
+    return amount if amount.is_finite() and amount >= 0 else None
 
 
 def usd_text(amount: Decimal | None) -> str | None:

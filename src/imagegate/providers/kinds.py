@@ -50,9 +50,19 @@ class ProviderKind:
 @cache
 def kinds() -> dict[str, ProviderKind]:
     """Built-in kinds, then plugins' (a plugin may not replace a built-in)."""
-    from imagegate.providers import azure, compatible, fal, google, openai, vertex
+    from imagegate.providers import azure, bfl, compatible, fal, google, openai, openrouter, replicate, vertex
 
-    builtins = (openai.KIND, fal.KIND, google.KIND, vertex.KIND, compatible.KIND, azure.KIND)
+    builtins = (
+        openai.KIND,
+        fal.KIND,
+        google.KIND,
+        vertex.KIND,
+        replicate.KIND,
+        bfl.KIND,
+        openrouter.KIND,
+        compatible.KIND,
+        azure.KIND,
+    )
     found = {kind.name: kind for kind in builtins}
     for point in entry_points(group=KIND_ENTRY_POINT_GROUP):
         try:
