@@ -55,9 +55,9 @@ EDIT_PATHS = frozenset({"/v1/images/edits", "/playground/api/images/edits"})
 
 def pages_routes() -> list[Route | Mount]:
     """Routes of the HTML pages; each page module exposes `routes()`."""
-    from imagegate.web.pages import catalog, playground
+    from imagegate.web.pages import catalog, compare, playground
 
-    return [*playground.routes(), *catalog.routes()]
+    return [*playground.routes(), *compare.routes(), *catalog.routes()]  # /models/compare before /models/{id}
 
 
 async def healthz(request: Request) -> JSONResponse:

@@ -101,6 +101,7 @@ Prices are the providers' list prices in USD.</p>
 <input id="filter-price" type="number" min="0" step="0.001" inputmode="decimal" placeholder="any"></div>
 </form>
 <p id="model-count" class="muted" aria-live="polite">{len(models)} models</p>
+<p><a href="/models/compare">Compare prices for one request across every model and provider</a></p>
 <div class="table-wrap" tabindex="0"><table id="model-table" class="models"><thead><tr>{head}</tr></thead>
 <tbody>{"".join(rows)}</tbody></table></div>
 <p id="no-match" class="muted" hidden>No model matches these filters.</p>"""
