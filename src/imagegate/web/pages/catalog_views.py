@@ -31,6 +31,8 @@ PROVIDER_NAMES = {
     "google": "Google",
     "vertex": "Vertex AI",
     "xai": "xAI",
+    "bfl": "Black Forest Labs",
+    "openrouter": "OpenRouter",
     "sandbox": "Sandbox",
 }
 TOKEN_LABELS = (
