@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 
-from imagegate.core.types import Plan
+from imagegate.core.types import Decision, Plan
 from imagegate.errors import UpstreamMalformedError, UpstreamTimeoutError
 from imagegate.providers.base import CallContext, PartialImage, ProducedImage, StreamDone, StreamEvent
 from imagegate.results import (
@@ -48,6 +48,7 @@ class RequestFacts:
     model: str
     mode: str
     passthrough: Mapping[str, object]
+    routing: Decision | None = None  # the strategy, its choice and the runner-up
 
 
 async def close_stream(rest: AsyncIterator[StreamEvent] | None) -> None:
@@ -119,6 +120,7 @@ class Execution:
             cost=cost,
             attempts=priced_attempts(self.attempts, cost),
             passthrough=facts.passthrough,
+            routing=facts.routing,
             created=int(time.time()),
             latency_ms=(time.perf_counter() - self._started_at) * 1000,
         )

@@ -38,7 +38,7 @@ from imagegate.providers.registry import ProviderRegistry
 from imagegate.results import Completion, Delivered, Delivery, decision_json, finish_images, merge_results
 from imagegate.routing.breaker import BreakerBoard
 from imagegate.routing.candidates import Candidate, Needs, eligible
-from imagegate.routing.policy import LatencyStats, order_candidates
+from imagegate.routing.policy import LatencyStats, order_candidates, routing_decision
 from imagegate.routing.router import Router
 from imagegate.schemas import ImageParams, param_error, to_public
 from imagegate.storage.blobs import LocalBlobStore
@@ -165,15 +165,23 @@ class ImageService:
             raise param_error(plan) from None
         return plan
 
-    def ordered(self, prepared: Prepared) -> list[Candidate]:
+    def _estimator(self, prepared: Prepared) -> Callable[[Candidate], Decimal | None]:
         def estimate(candidate: Candidate) -> Decimal | None:
             try:
                 return self.estimate_plan(self.plan_for(prepared, candidate), candidate)
             except InvalidRequestError:
                 return None
 
+        return estimate
+
+    def ordered(self, prepared: Prepared) -> list[Candidate]:
         return order_candidates(
-            prepared.candidates, prepared.model.id, self.settings.routing, estimate, self.latency, self.rng
+            prepared.candidates,
+            prepared.model.id,
+            self.settings.routing,
+            self._estimator(prepared),
+            self.latency,
+            self.rng,
         )
 
     def deadline(self, prepared: Prepared) -> float:
@@ -201,9 +209,13 @@ class ImageService:
             images = await finish_images(plan, result, candidate.offering.provider)
             return Started(plan, StreamDone(result), None, images)
 
-        routed = await self.router.run(self.ordered(prepared), prepared.model.id, ctx.deadline, attempt)
+        ordered = self.ordered(prepared)
+        routing = routing_decision(
+            ordered, prepared.model.id, self.settings.routing, self._estimator(prepared), self.latency
+        )
+        routed = await self.router.run(ordered, prepared.model.id, ctx.deadline, attempt)
         request = prepared.request
-        facts = RequestFacts(request_id, prepared.model.id, request.mode, request.extra)
+        facts = RequestFacts(request_id, prepared.model.id, request.mode, request.extra, routing)
         return Execution(facts, ctx, routed, started_at)
 
     async def execute(self, prepared: Prepared, inputs: EditInputs | None, request_id: str) -> Completion:

@@ -49,7 +49,7 @@ GPT_SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
 KONTEXT_RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
 MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-Family = Literal["gpt", "flux", "kontext"]
+Family = Literal["gpt", "flux", "kontext", "recraft", "ideogram"]
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,13 @@ class Endpoint:
     family: Family
     image_field: str | None = None
     formats: tuple[str, ...] = ("jpeg", "png")  # the first is the default
+    absent: frozenset[str] = frozenset()  # fields the endpoint's schema lacks: sending one is a 422
+    max_n: int = 4
 
 
 GPT_FORMATS = ("png", "jpeg", "webp")
+_NO_N = frozenset({"num_images"})
+_NO_FORMAT = frozenset({"output_format"})
 ENDPOINTS = {
     "fal-ai/gpt-image-1/text-to-image": Endpoint("gpt", None, GPT_FORMATS),
     "fal-ai/gpt-image-1/edit-image": Endpoint("gpt", "image_urls", GPT_FORMATS),
@@ -67,7 +71,18 @@ ENDPOINTS = {
     "fal-ai/flux/dev": Endpoint("flux"),
     "fal-ai/flux-pro/kontext": Endpoint("kontext", "image_url"),
     "fal-ai/flux-pro/kontext/text-to-image": Endpoint("kontext"),
+    # Newer models: `image_size` presets or {width, height} like FLUX.1; some lack num_images
+    # (one image per call) or output_format (one fixed format).
+    "fal-ai/bytedance/seedream/v4.5/text-to-image": Endpoint("flux", None, ("png",), _NO_FORMAT, 6),
+    "fal-ai/bytedance/seedream/v4.5/edit": Endpoint("flux", "image_urls", ("png",), _NO_FORMAT, 6),
+    "fal-ai/flux-2-pro": Endpoint("flux", None, ("jpeg", "png"), _NO_N, 1),
+    "fal-ai/flux-2-pro/edit": Endpoint("flux", "image_urls", ("jpeg", "png"), _NO_N, 1),
+    "fal-ai/qwen-image": Endpoint("flux", None, ("png", "jpeg")),
+    "fal-ai/recraft/v3/text-to-image": Endpoint("recraft", None, ("webp",), _NO_N | _NO_FORMAT, 1),
+    "fal-ai/ideogram/v3": Endpoint("ideogram", None, ("png",), _NO_FORMAT, 4),
 }
+RECRAFT_STYLES = ("any", "realistic_image", "digital_illustration", "vector_illustration")
+IDEOGRAM_SPEEDS = ("TURBO", "BALANCED", "QUALITY")
 
 
 class FalInputError(Exception):
@@ -103,9 +118,12 @@ def validate(spec: Endpoint, body: Any, default_seed: int) -> Call:
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt:
         raise FalInputError(["prompt"], "Field required", "missing")
+    extra = sorted(spec.absent & body.keys())
+    if extra:
+        raise FalInputError([extra[0]], "Extra inputs are not permitted", "extra_forbidden")
     n = body.get("num_images", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 4:
-        raise FalInputError(["num_images"], "Input should be between 1 and 4", "less_than_equal")
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= spec.max_n:
+        raise FalInputError(["num_images"], f"Input should be between 1 and {spec.max_n}", "less_than_equal")
     fmt = _choice(body, "output_format", spec.formats) or spec.formats[0]
     width, height = _dims(spec, body)
     if spec.family == "gpt":
@@ -115,6 +133,10 @@ def validate(spec: Endpoint, body: Any, default_seed: int) -> Call:
             _choice(body, "input_fidelity", ("low", "high"))
     if spec.family == "kontext":
         _choice(body, "safety_tolerance", ("1", "2", "3", "4", "5", "6"))
+    if spec.family == "recraft":
+        _choice(body, "style", RECRAFT_STYLES)
+    if spec.family == "ideogram":
+        _choice(body, "rendering_speed", IDEOGRAM_SPEEDS)
     if spec.image_field == "image_urls":
         _image_list(body)
     elif spec.image_field == "image_url":

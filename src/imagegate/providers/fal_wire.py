@@ -53,6 +53,16 @@ IMAGE_FIELDS = {
     "fal-ai/flux-pro/kontext/max": "image_url",
     "fal-ai/flux-pro/kontext/multi": "image_urls",
 }
+# Endpoints whose schema has no `num_images` (one image per call: the gateway fans out) or no
+# `output_format` (the model's own format: the gateway converts): those fields are left out.
+UNSENT_FIELDS: dict[str, frozenset[str]] = {
+    "fal-ai/bytedance/seedream/v4.5/text-to-image": frozenset({"output_format"}),
+    "fal-ai/bytedance/seedream/v4.5/edit": frozenset({"output_format"}),
+    "fal-ai/flux-2-pro": frozenset({"num_images"}),
+    "fal-ai/flux-2-pro/edit": frozenset({"num_images"}),
+    "fal-ai/recraft/v3/text-to-image": frozenset({"num_images", "output_format"}),
+    "fal-ai/ideogram/v3": frozenset({"output_format"}),
+}
 _DETAIL_CHARS = MAX_RELAYED_CHARS  # upstream words relayed to a caller: redacted, then cut
 _FIELD_CHARS = 64
 
@@ -83,7 +93,8 @@ def size_fields(size: SizeChoice) -> dict[str, object]:
 
 
 def build_body(job: ProviderJob, image_uris: list[str] | None) -> dict[str, object]:
-    """The model input: caller extras first, then catalog options, then the fields we own."""
+    """The model input: caller extras first, then catalog options, then the fields we own (less
+    those the endpoint does not take, `UNSENT_FIELDS`)."""
     body: dict[str, object] = dict(job.extra)
     body.update(job.options)
     owned: dict[str, object] = {"prompt": job.prompt, **size_fields(job.size)}
@@ -96,6 +107,8 @@ def build_body(job: ProviderJob, image_uris: list[str] | None) -> dict[str, obje
     if image_uris is not None:
         field = image_field(job.provider_model)
         owned[field] = image_uris[0] if field == "image_url" else list(image_uris)
+    for name in UNSENT_FIELDS.get(job.provider_model, ()):
+        owned.pop(name, None)
     body.update(owned)
     return body
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from imagegate.config import ModelRouting, RoutingSettings
+from imagegate.core.types import Decision
 from imagegate.routing.candidates import Candidate
 
 
@@ -41,6 +42,40 @@ def order_candidates(
     if strategy == "fastest":
         return _stable_sort(candidates, lambda c: _latency_key(latency.mean(c.offering.provider, model_id)))
     return _by_priority(candidates, per_model, rng)
+
+
+def strategy_of(model_id: str, routing: RoutingSettings) -> str:
+    per_model = routing.models.get(model_id, ModelRouting())
+    return per_model.strategy or routing.strategy
+
+
+def routing_decision(
+    ordered: Sequence[Candidate],
+    model_id: str,
+    routing: RoutingSettings,
+    estimate: Callable[[Candidate], Decimal | None],
+    latency: LatencyStats,
+) -> Decision:
+    """The order the router will try, as a decision: the strategy, its choice and the runner-up with the
+    figure each was ranked by (estimated cost, mean latency, or priority). `sent` is the choice; the
+    response's `provider` says who served (a failover moves down this order)."""
+    strategy = strategy_of(model_id, routing)
+
+    def figure(candidate: Candidate) -> str:
+        name = candidate.offering.provider
+        if strategy == "cheapest":
+            cost = estimate(candidate)
+            return f"{name} (${cost.normalize()})" if cost is not None else f"{name} (price unknown)"
+        if strategy == "fastest":
+            mean = latency.mean(name, model_id)
+            return f"{name} ({mean * 1000:.0f} ms mean)" if mean is not None else f"{name} (not measured yet)"
+        return name
+
+    chosen = ordered[0].offering.provider if ordered else None
+    note = f"{strategy}: " + (", then ".join(figure(c) for c in ordered[:2]) if ordered else "no candidate")
+    if len(ordered) > 2:
+        note += f" (+{len(ordered) - 2} more)"
+    return Decision("routing", strategy, chosen, "passthrough", note)
 
 
 def _stable_sort(candidates: Sequence[Candidate], key: Callable[[Candidate], tuple[int, float]]) -> list[Candidate]:
