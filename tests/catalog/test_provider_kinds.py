@@ -39,3 +39,17 @@ async def test_unserved_offerings_are_labelled_not_configured(tmp_path: Path) ->
         assert "served here by Sandbox" in page or "served here by sandbox" in page
     await app.state.registry.aclose()
     await app.state.runtime.aclose()
+
+
+def test_every_price_says_where_it_comes_from_and_when() -> None:
+    """A price in the data carries its source and an "as of" date in the offering's pricing notes."""
+    import re
+
+    undated = [
+        (model.id, offering.provider)
+        for model in load_catalog()
+        for offering in model.offerings
+        if (offering.pricing.per_image or offering.pricing.tokens or offering.pricing.per_megapixel)
+        and not re.search(r"20\d\d-\d\d-\d\d", offering.pricing.notes)
+    ]
+    assert not undated, f"prices without a dated source: {undated}"
