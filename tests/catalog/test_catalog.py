@@ -167,7 +167,7 @@ def test_gpt_image_1_prices_are_exact_decimals(catalog: Catalog) -> None:
     assert tokens.cached_image_input == Decimal("2.50")
     assert tokens.image_output == Decimal("40.00")
     fal = model.offering("fal")
-    assert fal is not None and "passes through OpenAI rates" in fal.pricing.notes
+    assert fal is not None and "passes OpenAI's rates through" in fal.pricing.notes
 
 
 def test_other_prices(catalog: Catalog) -> None:

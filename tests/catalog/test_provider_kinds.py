@@ -50,6 +50,6 @@ def test_every_price_says_where_it_comes_from_and_when() -> None:
         for model in load_catalog()
         for offering in model.offerings
         if (offering.pricing.per_image or offering.pricing.tokens or offering.pricing.per_megapixel)
-        and not re.search(r"20\d\d-\d\d-\d\d", offering.pricing.notes)
+        and not re.search(r"20\d\d-\d\d", offering.pricing.notes)
     ]
     assert not undated, f"prices without a dated source: {undated}"
