@@ -53,6 +53,8 @@ IMAGE_FIELDS = {
     "fal-ai/flux-pro/kontext/max": "image_url",
     "fal-ai/flux-pro/kontext/multi": "image_urls",
 }
+# Endpoints whose `image_size` takes "WxH" text (their sizes are a fixed list without preset names).
+TEXT_SIZE_ENDPOINTS = frozenset({"fal-ai/gpt-image-1/text-to-image", "fal-ai/gpt-image-1/edit-image"})
 # Endpoints whose schema has no `num_images` (one image per call: the gateway fans out) or no
 # `output_format` (the model's own format: the gateway converts): those fields are left out.
 UNSENT_FIELDS: dict[str, frozenset[str]] = {
@@ -79,16 +81,18 @@ def image_field(endpoint_id: str) -> str:
     return "image_urls"
 
 
-def size_fields(size: SizeChoice) -> dict[str, object]:
-    """`image_size` (preset, {width, height}, "auto" or "WxH") or Kontext's `aspect_ratio`."""
+def size_fields(size: SizeChoice, endpoint_id: str) -> dict[str, object]:
+    """`image_size` (preset, {width, height}, "auto" or "WxH") or Kontext's `aspect_ratio`. A
+    listed size without a preset name is "WxH" text on `TEXT_SIZE_ENDPOINTS`; any other size
+    (custom, or from a free size system) is {width, height}."""
     if size.preset is not None:
         return {"image_size": size.preset}
     if size.ratio is not None:
         return {"aspect_ratio": size.ratio}
-    if size.custom and size.dims is not None:
-        return {"image_size": {"width": size.dims.width, "height": size.dims.height}}
     if size.auto or size.dims is None:
         return {"image_size": "auto"} if size.auto else {}
+    if size.custom or endpoint_id not in TEXT_SIZE_ENDPOINTS:
+        return {"image_size": {"width": size.dims.width, "height": size.dims.height}}
     return {"image_size": str(size.dims)}
 
 
@@ -97,7 +101,7 @@ def build_body(job: ProviderJob, image_uris: list[str] | None) -> dict[str, obje
     those the endpoint does not take, `UNSENT_FIELDS`)."""
     body: dict[str, object] = dict(job.extra)
     body.update(job.options)
-    owned: dict[str, object] = {"prompt": job.prompt, **size_fields(job.size)}
+    owned: dict[str, object] = {"prompt": job.prompt, **size_fields(job.size, job.provider_model)}
     owned["num_images"] = job.n
     owned["output_format"] = job.output_format
     if job.quality is not None:
