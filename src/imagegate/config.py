@@ -79,6 +79,9 @@ class ServerSettings(_Strict):
     max_connections: int = Field(512, gt=0)
     keep_alive_seconds: int = Field(5, gt=0)
     shutdown_grace_seconds: int = Field(30, ge=0)
+    # On SIGTERM: answer /readyz 503 "draining" (and keep serving) this long before closing the
+    # listener, so a load balancer takes the instance out first; then the grace above applies.
+    drain_delay_seconds: float = Field(0.0, ge=0, le=600)
 
 
 class CatalogSettings(_Strict):
@@ -98,7 +101,7 @@ class ProviderSettings(_Strict):
     api_key_env: str | None = None
     api_key: SecretStr | None = None
     base_url: str | None = None
-    timeout_seconds: float = Field(180.0, gt=0)
+    timeout_seconds: float = Field(300.0, gt=0)  # long generations (gpt-image high, 4K) take minutes
     connect_timeout_seconds: float = Field(10.0, gt=0)
     max_connections: int = Field(256, gt=0)
     max_result_bytes: int = Field(64 * 1024 * 1024, gt=0)

@@ -71,6 +71,10 @@ class RateLimiter(Protocol):
 
     async def aclose(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Raise when the shared backend (Redis) cannot be reached; a local limiter always answers."""
+        ...
+
 
 def utc_day(epoch: float) -> str:
     """The UTC calendar day of `epoch` as ``YYYYMMDD``."""
@@ -144,6 +148,9 @@ class MemoryRateLimiter:
             state.images = max(state.images - images, 0)
 
     async def aclose(self) -> None:
+        return None
+
+    async def ping(self) -> None:
         return None
 
 
@@ -264,6 +271,10 @@ class RedisRateLimiter:
             await self._refund(keys=[self._images_key(key_id, utc_day(self._clock()))], args=[images])
         except BACKEND_ERRORS as exc:
             self._errors.report("refund_images", exc)
+
+    async def ping(self) -> None:
+        """One PING round trip (the readiness probe): raises when Redis cannot be reached."""
+        await self._redis.ping()
 
     async def aclose(self) -> None:
         try:

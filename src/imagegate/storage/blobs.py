@@ -1,4 +1,9 @@
-"""Image storage on local disk, addressed by random ids (client file names are never used)."""
+"""Result image storage, addressed by random ids (client file names are never used).
+
+`BlobStore` is what the gateway needs from a backend; `open_store` picks one from `[storage] url`:
+``file://<dir>`` is `LocalBlobStore` (this module), ``s3://bucket/prefix`` is `ObjectBlobStore`
+(storage/objects.py, imported only then, so a file-only install needs no object-store client).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,10 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 CONTENT_TYPES = {
     "png": "image/png",
@@ -26,17 +32,120 @@ _FILE_NAME = re.compile(rf"^img_[A-Za-z0-9_-]{{22}}\.({_EXTS})$")
 # still be being written, only once it is older than this (an orphan of a crash).
 _TEMP_NAME = re.compile(rf"^\.img_[A-Za-z0-9_-]{{22}}\.({_EXTS})\.tmp$")
 TEMP_GRACE_SECONDS = 600.0
+_READ_CHUNK = 256 * 1024
+
+
+class StorageError(OSError):
+    """The storage backend is unreachable, refused or misconfigured; the message says which store and why."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """`[storage]`: where result images live (the lead moves this into config.py).
+
+    `url`: ``file://<dir>`` (relative to the working directory, like `data_dir`) or
+    ``s3://bucket/prefix``; None means ``<data_dir>/files``. `endpoint_url` and `region` are for
+    S3-compatible servers; credentials come from the usual ``AWS_*`` environment variables.
+    `presign`: file links redirect to presigned object-store URLs instead of streaming through.
+    """
+
+    url: str | None = None
+    endpoint_url: str | None = None
+    presign: bool = False
+    region: str | None = None
 
 
 @dataclass(frozen=True)
 class StoredFile:
+    """A stored image. `path` is its local file (None in an object store); `size` when known."""
+
     id: str
-    path: Path
+    path: Path | None
     format: str
+    size: int | None = None
 
     @property
     def content_type(self) -> str:
         return CONTENT_TYPES[self.format]
+
+
+@dataclass(frozen=True)
+class OpenedFile:
+    """A stored image being read: `chunks` streams its bytes (nothing is read until iterated)."""
+
+    file: StoredFile
+    chunks: AsyncIterator[bytes]
+
+
+class BlobStore(Protocol):
+    """What the gateway needs from a result-image backend.
+
+    `max_bytes`, `bytes_estimate`, `bytes_written` and `on_over_cap` are the retention task's
+    hooks (see `LocalBlobStore`). `presigns`: file links should redirect to `presign` URLs.
+    Failures of the backend itself raise `StorageError`; a missing file is None, never an error.
+    """
+
+    description: str
+    presigns: bool
+    max_bytes: int | None
+    bytes_estimate: int
+    bytes_written: int
+    on_over_cap: Callable[[], None] | None
+
+    def valid_id(self, file_id: str) -> bool: ...
+
+    async def check(self) -> None:
+        """Raise `StorageError` if the store cannot be used (checked once at start-up)."""
+        ...
+
+    async def put(self, data: bytes, fmt: str) -> StoredFile: ...
+
+    async def lookup(self, file_id: str) -> StoredFile | None: ...
+
+    async def open(self, file_id: str) -> OpenedFile | None: ...
+
+    async def read(self, file_id: str) -> bytes | None: ...
+
+    async def presign(self, file: StoredFile, expires_in: int) -> str | None:
+        """A URL that fetches the file directly from the backend for `expires_in` seconds, or None."""
+        ...
+
+    async def delete(self, file_id: str) -> None: ...
+
+    def purge(self, ttl_seconds: float, max_bytes: int | None = None, now: float | None = None) -> PurgeReport:
+        """Blocking: run it in a thread."""
+        ...
+
+
+def new_file_id() -> str:
+    return "img_" + secrets.token_urlsafe(16)
+
+
+def valid_file_id(file_id: str) -> bool:
+    return bool(_ID.match(file_id))
+
+
+def open_store(storage: StorageSettings, data_dir: Path, max_bytes: int | None = None) -> BlobStore:
+    """The backend `[storage] url` names; raises `StorageError` for a URL or option it cannot use.
+
+    Builds the client only (no I/O beyond creating a local directory): call `check()` at start-up.
+    """
+    url = storage.url
+    if url is None or url.startswith("file://"):
+        if storage.presign:
+            raise StorageError("[storage] presign needs an object store (s3://...), not local files")
+        root = data_dir / "files" if url is None else Path(url.removeprefix("file://"))
+        if url is not None and not str(root):
+            raise StorageError(f"[storage] url {url!r} names no directory")
+        return LocalBlobStore(root, max_bytes)
+    if url.startswith("s3://"):
+        try:
+            from imagegate.storage.objects import open_s3
+        except ImportError as exc:
+            raise StorageError(f"[storage] url {url!r} needs the obstore package: {exc}") from exc
+        return open_s3(storage, max_bytes)
+    scheme = url.split("://", 1)[0] if "://" in url else url
+    raise StorageError(f"[storage] url {url!r}: unsupported scheme {scheme!r} (use file:// or s3://)")
 
 
 @dataclass(frozen=True)
@@ -67,9 +176,15 @@ class LocalBlobStore:
     size estimate goes over the cap, so a purge need not wait for its next interval.
     """
 
+    presigns = False
+
     def __init__(self, root: Path, max_bytes: int | None = None) -> None:
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.description = f"file://{root}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{self.description}: cannot create the directory: {exc}") from exc
         self.max_bytes = max_bytes
         self.bytes_estimate = 0  # stored bytes as of the last purge plus what was written since
         self.bytes_written = 0  # total written by this process (monotonic)
@@ -77,19 +192,23 @@ class LocalBlobStore:
 
     @staticmethod
     def valid_id(file_id: str) -> bool:
-        return bool(_ID.match(file_id))
+        return valid_file_id(file_id)
+
+    async def check(self) -> None:
+        if not await asyncio.to_thread(os.access, self.root, os.W_OK | os.X_OK):
+            raise StorageError(f"{self.description}: the directory is not writable")
 
     async def put(self, data: bytes, fmt: str) -> StoredFile:
         if fmt not in CONTENT_TYPES:
             raise ValueError(f"unknown format {fmt}")
-        file_id = "img_" + secrets.token_urlsafe(16)
+        file_id = new_file_id()
         path = self.root / f"{file_id}.{fmt}"
         await asyncio.to_thread(_write_atomic, path, data)
         self.bytes_written += len(data)
         self.bytes_estimate += len(data)
         if self.max_bytes is not None and self.bytes_estimate > self.max_bytes and self.on_over_cap is not None:
             self.on_over_cap()
-        return StoredFile(file_id, path, fmt)
+        return StoredFile(file_id, path, fmt, len(data))
 
     def find(self, file_id: str) -> StoredFile | None:
         if not self.valid_id(file_id):
@@ -100,9 +219,30 @@ class LocalBlobStore:
                 return StoredFile(file_id, path, fmt)
         return None
 
+    async def lookup(self, file_id: str) -> StoredFile | None:
+        return await asyncio.to_thread(self.find, file_id)
+
+    async def open(self, file_id: str) -> OpenedFile | None:
+        found = await self.lookup(file_id)
+        if found is None or found.path is None:
+            return None
+        return OpenedFile(found, _read_chunks(found.path))
+
+    async def read(self, file_id: str) -> bytes | None:
+        found = await self.lookup(file_id)
+        if found is None or found.path is None:
+            return None
+        try:
+            return await asyncio.to_thread(found.path.read_bytes)
+        except FileNotFoundError:
+            return None  # purged since the lookup
+
+    async def presign(self, file: StoredFile, expires_in: int) -> str | None:
+        return None  # local files are only ever served by the gateway
+
     async def delete(self, file_id: str) -> None:
         found = self.find(file_id)
-        if found is not None:
+        if found is not None and found.path is not None:
             await asyncio.to_thread(found.path.unlink, missing_ok=True)
 
     def purge(self, ttl_seconds: float, max_bytes: int | None = None, now: float | None = None) -> PurgeReport:
@@ -167,6 +307,16 @@ def _unlink(path: Path) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+async def _read_chunks(path: Path) -> AsyncIterator[bytes]:
+    """The file's bytes in chunks, each read in a thread; opened on the first iteration."""
+    handle = await asyncio.to_thread(open, path, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, _READ_CHUNK):
+            yield chunk
+    finally:
+        handle.close()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -2,7 +2,9 @@
 
 A background task purges expired files at start and every `[files] purge_interval_seconds`, and
 sooner when a write takes the store over `[files] max_bytes` (then the oldest files go first). The
-scan and unlinks run in a thread so the event loop never waits on the disk.
+scan and deletes run in a thread so the event loop never waits on the disk or the object store.
+Every backend is purged the same way; with a shared bucket each instance purges it (deleting an
+object twice is harmless) and the cap counts every instance's images.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import logging
 
 from imagegate.config import FileSettings
 from imagegate.metrics import Metrics
-from imagegate.storage.blobs import LocalBlobStore, PurgeReport
+from imagegate.storage.blobs import BlobStore, PurgeReport
 
 log = logging.getLogger("imagegate.storage")
 MIN_GAP_SECONDS = 1.0  # between two purges woken by writes over the cap
 
 
 class Retention:
-    def __init__(self, blobs: LocalBlobStore, files: FileSettings, metrics: Metrics) -> None:
+    def __init__(self, blobs: BlobStore, files: FileSettings, metrics: Metrics) -> None:
         self.blobs = blobs
         self.ttl_seconds = files.ttl_seconds
         self.interval = files.purge_interval_seconds
@@ -63,7 +65,7 @@ class Retention:
         while True:
             try:
                 await self.purge_now()
-            except OSError as exc:
+            except OSError as exc:  # StorageError included: a backend outage must not end the task
                 log.error("purging stored files failed: %s", exc)
             await asyncio.sleep(min(MIN_GAP_SECONDS, self.interval))
             with contextlib.suppress(TimeoutError):

@@ -17,7 +17,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from imagegate import __version__
 from imagegate.accounting.gate import Gate
 from imagegate.accounting.runtime import Runtime
 from imagegate.catalog.loader import Catalog, load_catalog
@@ -40,6 +39,7 @@ from imagegate.storage.retention import Retention
 from imagegate.storage.signing import LinkSigner
 from imagegate.web import accounts, files, images, models, openapi
 from imagegate.web.disconnect import ClientDisconnected
+from imagegate.web.health import healthz, readyz
 from imagegate.web.middleware import (
     BodyLimitMiddleware,
     RequestIdMiddleware,
@@ -58,12 +58,6 @@ def pages_routes() -> list[Route | Mount]:
     from imagegate.web.pages import catalog, compare, playground
 
     return [*playground.routes(), *compare.routes(), *catalog.routes()]  # /models/compare before /models/{id}
-
-
-async def healthz(request: Request) -> JSONResponse:
-    registry: ProviderRegistry = request.app.state.registry
-    providers = {p.name: p.available() for p in registry}
-    return JSONResponse({"status": "ok", "version": __version__, "providers": providers})
 
 
 async def home(request: Request) -> Response:
@@ -136,6 +130,7 @@ def _routes() -> list[Route | Mount]:
         Route("/metrics", accounts.metrics, methods=["GET"]),
         Route("/", home, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
         *pages_routes(),

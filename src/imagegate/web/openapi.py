@@ -561,6 +561,19 @@ def _other_paths() -> dict[str, Any]:
                 "responses": _json_ok(),
             }
         },
+        "/readyz": {
+            "get": {
+                "operationId": "ready",
+                "summary": "Readiness: database, Redis, result storage, not draining (503 otherwise)",
+                "responses": {
+                    **_json_ok(),
+                    "503": {
+                        "description": "Not ready, or draining after SIGTERM",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                },
+            }
+        },
         "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "responses": _json_ok()}},
     }
 

@@ -179,6 +179,30 @@ def uvicorn_config(app: ASGIApp, settings: Settings, log_level: str, metrics: Me
     )
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server that marks the app draining the moment a shutdown signal arrives, so /readyz
+    goes red (503) while the requests in flight finish."""
+
+    def __init__(self, config: uvicorn.Config, app: ASGIApp, drain_delay: float = 0.0) -> None:
+        super().__init__(config)
+        self._app = app
+        self._drain_delay = drain_delay
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        state = getattr(self._app, "state", None)
+        if state is not None:
+            state.draining = True
+        if self._drain_delay > 0 and not self._draining:  # a second signal stops at once
+            self._draining = True
+            log.info("draining: /readyz answers 503 for %.1fs before the listener closes", self._drain_delay)
+            loop = asyncio.get_running_loop()  # the handler runs on the loop's thread, between its steps
+            loop.call_soon_threadsafe(loop.call_later, self._drain_delay, super().handle_exit, sig, frame)
+            return
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+
 def serve(app: ASGIApp, settings: Settings, log_level: str, metrics: Metrics | None = None) -> None:
     """Run the gateway until SIGINT/SIGTERM, then drain as configured."""
-    uvicorn.Server(uvicorn_config(FreezeAfterStartup(app), settings, log_level, metrics)).run()
+    config = uvicorn_config(FreezeAfterStartup(app), settings, log_level, metrics)
+    DrainingServer(config, app, settings.server.drain_delay_seconds).run()
