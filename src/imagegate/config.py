@@ -90,6 +90,28 @@ class CatalogSettings(_Strict):
     status: dict[str, dict[str, Literal["active", "deprecated", "retired"]]] = Field(default_factory=dict)
 
 
+class StorageSettings(_Strict):
+    """`[storage]`: where result images live (imagegate.storage.blobs.open_store).
+
+    `url`: ``file://<dir>`` (relative to the working directory) or ``s3://bucket/prefix``; unset means
+    ``<data_dir>/files``. `endpoint_url` and `region` are for S3-compatible servers; credentials come
+    from the usual ``AWS_*`` environment variables. `presign`: file links redirect to presigned
+    object-store URLs instead of streaming through the gateway (never for SVG).
+    """
+
+    url: str | None = None
+    endpoint_url: str | None = None
+    presign: bool = False
+    region: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("file://", "s3://")):
+            raise ValueError('must be a file:// or s3:// URL (e.g. "s3://bucket/prefix")')
+        return value
+
+
 class ProviderSettings(_Strict):
     """What every `[providers.NAME]` table may hold. A provider kind (`imagegate.providers.kinds`)
     validates its tables with this model or a subclass that adds its own fields (fal's queue, an
@@ -182,6 +204,7 @@ class Settings(_Strict):
     limits: Limits = Field(default_factory=Limits)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     files: FileSettings = Field(default_factory=FileSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     request_timeout_seconds: float = Field(300.0, gt=0)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)

@@ -24,7 +24,7 @@ from imagegate.imaging.pool import run_image_task
 from imagegate.imaging.svg import svg_size
 from imagegate.providers.base import ProducedImage, ProviderResult
 from imagegate.routing.router import Attempt
-from imagegate.storage.blobs import LocalBlobStore, StoredFile
+from imagegate.storage.blobs import BlobStore, StoredFile
 from imagegate.storage.signing import LinkSigner
 
 
@@ -212,7 +212,7 @@ class Delivered:
 class Delivery:
     """`b64_json` inline, or stored under a random id behind a signed, expiring link."""
 
-    def __init__(self, settings: Settings, blobs: LocalBlobStore, signer: LinkSigner) -> None:
+    def __init__(self, settings: Settings, blobs: BlobStore, signer: LinkSigner) -> None:
         self.settings = settings
         self.blobs = blobs
         self.signer = signer

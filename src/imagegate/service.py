@@ -41,7 +41,7 @@ from imagegate.routing.candidates import Candidate, Needs, eligible
 from imagegate.routing.policy import LatencyStats, order_candidates, routing_decision
 from imagegate.routing.router import Router
 from imagegate.schemas import ImageParams, param_error, to_public
-from imagegate.storage.blobs import LocalBlobStore
+from imagegate.storage.blobs import BlobStore
 from imagegate.storage.signing import LinkSigner
 
 Mode = Literal["text-to-image", "image-edit"]
@@ -77,7 +77,7 @@ class ImageService:
         settings: Settings,
         catalog: Catalog,
         registry: ProviderRegistry,
-        blobs: LocalBlobStore,
+        blobs: BlobStore,
         signer: LinkSigner,
         today: Callable[[], date] = date.today,
     ) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from imagegate.config import FileSettings, Settings
 from imagegate.metrics import Metrics
@@ -147,8 +148,8 @@ def test_open_store_urls_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert isinstance(relative, LocalBlobStore) and relative.root.resolve() == tmp_path / "data" / "files"
     with pytest.raises(StorageError, match="presign needs an object store"):
         open_store(StorageSettings(url="file://./x", presign=True), tmp_path)
-    with pytest.raises(StorageError, match="unsupported scheme 'ftp'"):
-        open_store(StorageSettings(url="ftp://host/x"), tmp_path)
+    with pytest.raises(ValidationError, match="file:// or s3://"):  # refused with the configuration
+        StorageSettings(url="ftp://host/x")
     with pytest.raises(StorageError, match="expected s3://bucket"):
         open_store(StorageSettings(url="s3:///prefix-only"), tmp_path)
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from imagegate.config import StorageSettings
+
 CONTENT_TYPES = {
     "png": "image/png",
     "jpeg": "image/jpeg",
@@ -37,22 +39,6 @@ _READ_CHUNK = 256 * 1024
 
 class StorageError(OSError):
     """The storage backend is unreachable, refused or misconfigured; the message says which store and why."""
-
-
-@dataclass(frozen=True)
-class StorageSettings:
-    """`[storage]`: where result images live (the lead moves this into config.py).
-
-    `url`: ``file://<dir>`` (relative to the working directory, like `data_dir`) or
-    ``s3://bucket/prefix``; None means ``<data_dir>/files``. `endpoint_url` and `region` are for
-    S3-compatible servers; credentials come from the usual ``AWS_*`` environment variables.
-    `presign`: file links redirect to presigned object-store URLs instead of streaming through.
-    """
-
-    url: str | None = None
-    endpoint_url: str | None = None
-    presign: bool = False
-    region: str | None = None
 
 
 @dataclass(frozen=True)

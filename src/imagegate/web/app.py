@@ -34,7 +34,7 @@ from imagegate.providers.registry import ProviderRegistry, build_registry
 from imagegate.redaction import install as install_redaction
 from imagegate.redaction import local_secrets
 from imagegate.service import ImageService
-from imagegate.storage.blobs import LocalBlobStore
+from imagegate.storage.blobs import open_store
 from imagegate.storage.retention import Retention
 from imagegate.storage.signing import LinkSigner
 from imagegate.web import accounts, files, images, models, openapi
@@ -148,7 +148,7 @@ def create_app(
     registry = registry or build_registry(settings)
     registry.redactor.add(*local_secrets(settings))  # one Redactor: providers, logs, error bodies
     install_redaction(registry.redactor)
-    blobs = LocalBlobStore(settings.data_dir / "files", settings.files.max_bytes)
+    blobs = open_store(settings.storage, settings.data_dir, settings.files.max_bytes)
     signer = LinkSigner(settings.resolved_signing_key(), settings.files.ttl_seconds)
     service = ImageService(settings, catalog, registry, blobs, signer, today)
     runtime = Runtime(settings)
@@ -157,6 +157,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await blobs.check()  # a missing bucket or unwritable directory stops the start, saying which
         retention.start()  # purges expired files now, then every [files] purge_interval_seconds
         try:
             await runtime.ready()
