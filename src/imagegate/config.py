@@ -112,6 +112,19 @@ class StorageSettings(_Strict):
         return value
 
 
+class InputsSettings(_Strict):
+    """`[inputs]`: image URLs (`image_url` with http/https) that the gateway fetches itself
+    (imagegate.netfetch): private, loopback, link-local and metadata addresses are refused unless
+    allowed here (metadata never); hosts may be listed ("*.example.com" matches subdomains)."""
+
+    allow_private: bool = False  # RFC 1918, CGNAT, unique-local: for on-premises sources
+    allow_loopback: bool = False  # 127/8 and ::1 (local test servers)
+    allow_hosts: tuple[str, ...] = ()  # when set, only these hosts
+    deny_hosts: tuple[str, ...] = ()
+    allowed_ports: tuple[int, ...] = (80, 443)
+    fetch_timeout_seconds: float = Field(20.0, gt=0, le=300)
+
+
 class ProviderSettings(_Strict):
     """What every `[providers.NAME]` table may hold. A provider kind (`imagegate.providers.kinds`)
     validates its tables with this model or a subclass that adds its own fields (fal's queue, an
@@ -205,6 +218,7 @@ class Settings(_Strict):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     files: FileSettings = Field(default_factory=FileSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    inputs: InputsSettings = Field(default_factory=InputsSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     request_timeout_seconds: float = Field(300.0, gt=0)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)

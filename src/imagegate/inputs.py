@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import pybase64
 
-from imagegate.config import Limits
-from imagegate.errors import InvalidRequestError, UnsupportedParameterError
+from imagegate.config import InputsSettings, Limits
+from imagegate.errors import InvalidRequestError
 from imagegate.imaging.pool import run_image_task
 from imagegate.imaging.probe import (
     DecodedImage,
@@ -29,6 +29,7 @@ from imagegate.imaging.probe import (
     probe_image,
     reduce_factor,
 )
+from imagegate.netfetch import FetchPolicy, fetch_image
 from imagegate.providers.base import EditInputs
 
 # Decoding one image holds its full-resolution pixels in the file's mode plus, for palette or
@@ -91,12 +92,27 @@ def image_limits(limits: Limits) -> ImageLimits:
     )
 
 
+async def image_from_url(url: str, param: str, max_bytes: int, inputs: InputsSettings) -> bytes:
+    """An input image given by URL: a base64 ``data:`` URL, or an http(s) URL fetched safely
+    (`imagegate.netfetch`: pinned address, blocked ranges, redirects re-checked, capped, sniffed)."""
+    if url.startswith(("http://", "https://")):
+        policy = FetchPolicy(
+            allow_hosts=inputs.allow_hosts,
+            deny_hosts=inputs.deny_hosts,
+            allow_private=inputs.allow_private,
+            allow_loopback=inputs.allow_loopback,
+            max_bytes=max_bytes,
+            total_timeout=inputs.fetch_timeout_seconds,
+            allowed_ports=inputs.allowed_ports,
+        )
+        return await fetch_image(url, param, policy)
+    return decode_data_url(url, param, max_bytes)
+
+
 def decode_data_url(url: str, param: str, max_bytes: int) -> bytes:
-    """The bytes of a base64 ``data:`` URL. Remote URLs are not fetched in this version."""
+    """The bytes of a base64 ``data:`` URL (http(s) URLs go through `image_from_url`)."""
     if not url.startswith("data:"):
-        if url.startswith(("http://", "https://")):
-            raise UnsupportedParameterError("only data: URLs are accepted for input images", param=param)
-        raise InvalidRequestError("expected a data: URL", param=param)
+        raise InvalidRequestError("expected a data: URL or an http(s) URL", param=param)
     header, sep, payload = url.partition(",")
     if not sep or not header.endswith(";base64"):
         raise InvalidRequestError("data URL must be base64-encoded (data:image/png;base64,...)", param=param)

@@ -14,11 +14,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from imagegate.accounting.gate import Caller, Gate
+from imagegate.config import InputsSettings
 from imagegate.core.quoting import clip, quote
 from imagegate.envelope import Envelope, Ticket
 from imagegate.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from imagegate.footprint import output_bytes
-from imagegate.inputs import RawInput, decode_data_url, decode_inputs, probe_inputs
+from imagegate.inputs import RawInput, decode_inputs, image_from_url, probe_inputs
 from imagegate.schemas import EditParams, GenerateParams, ImageParams, ImageRef, parse_params
 from imagegate.service import ImageService, Prepared
 from imagegate.web.respond import respond
@@ -82,7 +83,7 @@ async def edits(request: Request) -> Response:
     caller = await _caller(request)
     limits = request.app.state.settings.limits
     if _is_json(request):
-        params, images, mask = _json_edit(await read_json(request), limits.max_file_bytes)
+        params, images, mask = await _json_edit(await read_json(request), limits.max_file_bytes, _inputs(request))
     elif request.headers.get("content-type", "").startswith("multipart/form-data"):
         params, images, mask = await _multipart_edit(request, limits.max_file_bytes)
     else:
@@ -144,7 +145,14 @@ def _is_json(request: Request) -> bool:
     return request.headers.get("content-type", "").split(";")[0].strip() == "application/json"
 
 
-def _json_edit(body: dict[str, Any], max_bytes: int) -> tuple[ImageParams, list[RawInput], RawInput | None]:
+def _inputs(request: Request) -> InputsSettings:
+    inputs: InputsSettings = request.app.state.settings.inputs
+    return inputs
+
+
+async def _json_edit(
+    body: dict[str, Any], max_bytes: int, inputs: InputsSettings
+) -> tuple[ImageParams, list[RawInput], RawInput | None]:
     params = parse_params(EditParams, body)
     assert isinstance(params, EditParams)
     images: list[RawInput] = []
@@ -158,7 +166,7 @@ def _json_edit(body: dict[str, Any], max_bytes: int) -> tuple[ImageParams, list[
             )
         if ref.image_url is None:
             raise InvalidRequestError("each image needs an image_url", param=param, code="missing_required_parameter")
-        images.append(RawInput(param, decode_data_url(ref.image_url, f"{param}.image_url", max_bytes)))
+        images.append(RawInput(param, await image_from_url(ref.image_url, f"{param}.image_url", max_bytes, inputs)))
     if not images:
         raise InvalidRequestError(
             "an edit needs at least one image in 'images'", param="images", code="missing_required_parameter"
@@ -166,11 +174,13 @@ def _json_edit(body: dict[str, Any], max_bytes: int) -> tuple[ImageParams, list[
     assert isinstance(params, EditParams)
     if params.mask is not None and params.markup is not None:
         raise InvalidRequestError("markup cannot be combined with mask; send one of them", param="markup")
-    overlay = _json_overlay("mask", params.mask, max_bytes) or _json_overlay("markup", params.markup, max_bytes)
+    overlay = await _json_overlay("mask", params.mask, max_bytes, inputs) or await _json_overlay(
+        "markup", params.markup, max_bytes, inputs
+    )
     return params.model_copy(update={"images": None, "mask": None, "markup": None}), images, overlay
 
 
-def _json_overlay(param: str, ref: ImageRef | None, max_bytes: int) -> RawInput | None:
+async def _json_overlay(param: str, ref: ImageRef | None, max_bytes: int, inputs: InputsSettings) -> RawInput | None:
     """The mask or the markup of a JSON edit (a data: URL), in the one overlay slot the two share."""
     if ref is None:
         return None
@@ -180,7 +190,7 @@ def _json_overlay(param: str, ref: ImageRef | None, max_bytes: int) -> RawInput 
         )
     if ref.image_url is None:
         raise InvalidRequestError(f"{param} needs an image_url (data: URL)", param=param)
-    return RawInput(param, decode_data_url(ref.image_url, f"{param}.image_url", max_bytes))
+    return RawInput(param, await image_from_url(ref.image_url, f"{param}.image_url", max_bytes, inputs))
 
 
 async def _multipart_edit(request: Request, max_bytes: int) -> tuple[ImageParams, list[RawInput], RawInput | None]:

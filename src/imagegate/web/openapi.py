@@ -30,7 +30,8 @@ IMAGE_REF: dict[str, Any] = {
             "type": "string",
             "format": "data-url",
             "pattern": "^data:[^,]*;base64,",
-            "description": "A base64 data: URL of a PNG, JPEG or WebP image.",
+            "description": "A base64 data: URL of a PNG, JPEG or WebP image (the server also fetches http(s) "
+            "URLs under its [inputs] policy).",
         },
         "file_id": {"type": "null", "description": "Not supported by this gateway."},
     },
