@@ -10,6 +10,7 @@ the first event is sent as an `error` event, which the official SDK raises.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +21,9 @@ from imagegate.errors import ImagegateError
 from imagegate.execution import Execution
 from imagegate.results import Completion, FinalImage, Partial
 from imagegate.web.render import with_b64
+
+KEEPALIVE_SECONDS = 15.0
+KEEPALIVE = b": keepalive\n\n"  # an SSE comment: clients ignore it, idle timeouts see traffic
 
 
 def sse(event: str, payload: dict[str, Any]) -> bytes:
@@ -33,27 +37,44 @@ def _sse_image(event: str, fields: dict[str, Any], image: FinalImage) -> bytes:
 class ImageStream:
     """The SSE rendering of one execution; `completion` or `error` tells accounting how it ended."""
 
-    def __init__(self, execution: Execution, mode: str) -> None:
+    def __init__(self, execution: Execution, mode: str, keepalive_seconds: float = KEEPALIVE_SECONDS) -> None:
         self.execution = execution
         self.prefix = "image_edit" if mode == "image-edit" else "image_generation"
         self.completion: Completion | None = None
         self.error: ImagegateError | None = None
+        self.keepalive_seconds = keepalive_seconds
 
     @property
     def provider(self) -> str:
         return self.execution.provider
 
     async def frames(self) -> AsyncIterator[bytes]:
+        """The SSE frames; while the next event takes longer than `keepalive_seconds`, a comment line
+        (``: keepalive``) keeps proxies and load balancers from closing an idle stream."""
+        events = self.execution.events()
         try:
-            async for item in self.execution.events():
+            while True:
+                pending = asyncio.ensure_future(anext(events))
+                try:
+                    while not (await asyncio.wait({pending}, timeout=self.keepalive_seconds))[0]:
+                        yield KEEPALIVE
+                    item = pending.result()
+                except BaseException:  # the client left (or we are cancelled): stop the upstream read first
+                    pending.cancel()
+                    await asyncio.wait({pending})
+                    raise
                 if isinstance(item, Partial):
                     yield self._partial(item)
                 else:
                     self.completion = item
                     yield self._completed(item)
+        except StopAsyncIteration:
+            return
         except ImagegateError as exc:
             self.error = exc
             yield sse("error", {"type": "error", **exc.body()})
+        finally:
+            await events.aclose()
 
     def _common(self, image: FinalImage, quality: str | None, background: str | None) -> dict[str, Any]:
         return {
