@@ -23,7 +23,14 @@ from tests.storage.test_ledger import entry, fresh, success
 
 @contextmanager
 def counted_commits(db: Database) -> Iterator[list[int]]:
+    """Commits of the writer's transactions: the SQLite writer's counter, or PostgreSQL's engine event."""
     commits: list[int] = []
+    hooks = db.write_hooks
+    if hooks is not None:
+        before = hooks.commits
+        yield commits
+        commits.extend([1] * (hooks.commits - before))
+        return
 
     def on_commit(conn: Any) -> None:
         commits.append(1)
@@ -40,10 +47,22 @@ def failing_once(db: Database, statement_prefix: str) -> Iterator[list[str]]:
     """The first statement starting with `statement_prefix` fails as if the disk or server went away."""
     failed: list[str] = []
 
-    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def fail(statement: str) -> None:
         if not failed and statement.lstrip().upper().startswith(statement_prefix):
             failed.append(statement)
             raise exc.OperationalError(statement, None, Exception("disk I/O error (injected)"))
+
+    hooks = db.write_hooks
+    if hooks is not None:
+        hooks.before_statement = fail
+        try:
+            yield failed
+        finally:
+            hooks.before_statement = None
+        return
+
+    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        fail(statement)
 
     event.listen(db.writer_engine, "before_cursor_execute", before)
     try:

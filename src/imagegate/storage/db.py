@@ -18,18 +18,22 @@ schema; other query parameters go to asyncpg unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event, exc, make_url, text
+from sqlalchemy import event, exc, make_url, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from imagegate.errors import ServiceUnavailableError
+from imagegate.storage.direct import DirectConnection
 
 log = logging.getLogger("imagegate.storage")
 T = TypeVar("T")
@@ -82,28 +86,66 @@ def _unavailable_as_503() -> Iterator[None]:
         raise ServiceUnavailableError("database unavailable") from error
 
 
+@dataclass
+class WriteHooks:
+    """Test points of the SQLite writer: commits counted, and a hook run before each statement (it may
+    raise, as a failing disk would)."""
+
+    commits: int = 0
+    before_statement: Callable[[str], None] | None = None
+
+
 class _SqliteWriter:
-    """One thread and one synchronous engine (a pool of one connection) for a SQLite file's batches."""
+    """One thread and one stdlib sqlite3 connection for a SQLite file's write batches: the statements
+    run through `DirectConnection` (storage.direct), without SQLAlchemy's per-statement machinery."""
 
     def __init__(self, url: URL) -> None:
-        self.engine = create_engine(url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0)
-        event.listen(self.engine, "connect", _sqlite_on_connect)
-        event.listen(self.engine, "begin", _sqlite_begin_immediate)
+        self.path = url.database or ""
+        self.hooks = WriteHooks()
+        self._conn: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
+    async def run(self, work: Callable[[Any], T]) -> T:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagegate-sqlite-writer")
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, work)
 
-    def _transaction(self, work: Callable[[Connection], T]) -> T:
-        with self.engine.begin() as conn:
-            return work(conn)
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+                for pragma in _SQLITE_PRAGMAS:
+                    conn.execute(pragma)
+            except sqlite3.Error as error:
+                raise exc.DBAPIError.instance("connect", None, error, sqlite3.Error) from error
+            self._conn = conn
+        return self._conn
+
+    def _transaction(self, work: Callable[[Any], T]) -> T:
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise exc.DBAPIError.instance("BEGIN IMMEDIATE", None, error, sqlite3.Error) from error
+        try:
+            result = work(DirectConnection(conn, self.hooks.before_statement))
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        self.hooks.commits += 1
+        return result
+
+    def _dispose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     async def close(self) -> None:
         thread, self._thread = self._thread, None
         if thread is not None:  # the connection is closed by the thread that opened it
-            await asyncio.get_running_loop().run_in_executor(thread, self.engine.dispose)
+            await asyncio.get_running_loop().run_in_executor(thread, self._dispose)
             thread.shutdown(wait=True)
 
 
@@ -131,8 +173,13 @@ class Database:
 
     @property
     def writer_engine(self) -> Engine:
-        """The engine whose connections run `run_write` (for event hooks: counting commits, faults)."""
-        return self._sqlite_writer.engine if self._sqlite_writer is not None else self._engine.sync_engine
+        """The engine whose connections run `run_write` on PostgreSQL (for event hooks in tests)."""
+        return self._engine.sync_engine
+
+    @property
+    def write_hooks(self) -> WriteHooks | None:
+        """The SQLite writer's test points (None on PostgreSQL: use `writer_engine`'s events)."""
+        return self._sqlite_writer.hooks if self._sqlite_writer is not None else None
 
     @property
     def dialect(self) -> str:
@@ -154,7 +201,7 @@ class Database:
                 async with conn.begin():
                     yield conn
 
-    async def run_write(self, work: Callable[[Connection], T]) -> T:
+    async def run_write(self, work: Callable[[Any], T]) -> T:
         """Run `work(connection)` in one write transaction: committed when it returns, rolled back when
         it raises. Same error boundary as `transaction()`. `work` runs synchronously (on SQLite files in
         the writer thread), so it must not touch the event loop."""
@@ -222,10 +269,6 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
             cursor.execute(pragma)
     finally:
         cursor.close()
-
-
-def _sqlite_begin_immediate(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
