@@ -69,3 +69,25 @@ def _wait_ready(base: str, process: subprocess.Popen[bytes], log_path: Path) -> 
             break
         time.sleep(0.1)
     raise RuntimeError(f"gateway did not start: {log_path.read_text()}")
+
+
+def start_gateway(
+    data_dir: Path, config_path: Path, env: Mapping[str, str] | None = None, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`imagegate serve` with the config file at `config_path`, not stopped for the caller (who may
+    kill it -9); returns the process and its base URL once it answers /healthz. Its log is
+    `config_path` with the suffix `.log`."""
+    port = port or free_port()
+    args = [sys.executable, "-m", "imagegate", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    args += ["--config", str(config_path), "--log-level", "info"]
+    base_env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "FAL_KEY"}
+    log_path = config_path.with_suffix(".log")
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**base_env, **(env or {})})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, process, log_path)
+    except BaseException:
+        process.kill()
+        raise
+    return process, base

@@ -6,6 +6,7 @@ command-line flags (host, port, data dir). Secrets are `SecretStr` so they never
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import tomllib
@@ -125,6 +126,34 @@ class InputsSettings(_Strict):
     fetch_timeout_seconds: float = Field(20.0, gt=0, le=300)
 
 
+class JobsSettings(_Strict):
+    """`[jobs]`: async requests (``Prefer: respond-async``) run by every instance's job workers.
+
+    A worker holds a job under a lease it renews every `lease_seconds / 3`; a job whose lease
+    ran out (its instance died) is taken by another worker, at most `max_attempts` times in all.
+    Workers look for queued jobs every `poll_interval_seconds` (at once for a job accepted here).
+    """
+
+    workers: int = Field(4, ge=0, le=256)  # 0: this instance accepts jobs but runs none
+    lease_seconds: float = Field(30.0, ge=1, le=3600)
+    poll_interval_seconds: float = Field(1.0, gt=0, le=60)
+    max_attempts: int = Field(3, ge=1, le=20)
+    retention_seconds: int = Field(7 * 24 * 3600, gt=0)  # finished jobs are readable this long
+
+
+class WebhookSettings(_Strict):
+    """`[webhooks]`: signed notifications when a job finishes (Standard Webhooks).
+
+    `secret_env` names the variable holding the signing secret (``whsec_`` + base64); unset, a
+    secret is generated once into ``<data_dir>/webhook.secret``. Delivery is retried after each
+    of `retry_delays_seconds` in turn, then given up. Webhook URLs pass the `[inputs]` URL policy.
+    """
+
+    secret_env: str = "IMAGEGATE_WEBHOOK_SECRET"
+    retry_delays_seconds: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0)
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+
 class ProviderSettings(_Strict):
     """What every `[providers.NAME]` table may hold. A provider kind (`imagegate.providers.kinds`)
     validates its tables with this model or a subclass that adds its own fields (fal's queue, an
@@ -219,6 +248,8 @@ class Settings(_Strict):
     files: FileSettings = Field(default_factory=FileSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     inputs: InputsSettings = Field(default_factory=InputsSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     request_timeout_seconds: float = Field(300.0, gt=0)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
@@ -283,6 +314,25 @@ class Settings(_Strict):
         if self.signing_key is not None:
             return self.signing_key.get_secret_value().encode()
         return _secret_file(self, self.files.signing_key_env, "signing.key")
+
+
+def resolved_webhook_secret(settings: Settings) -> str:
+    """The Standard Webhooks secret (``whsec_`` + base64): env, else one kept in the data dir."""
+    from_env = os.environ.get(settings.webhooks.secret_env)
+    if from_env:
+        return from_env.strip()
+    path = settings.data_dir / "webhook.secret"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secret + "\n")
+    return path.read_text().strip()
 
 
 def _secret_file(settings: Settings, env_name: str, file_name: str) -> bytes:

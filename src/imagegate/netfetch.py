@@ -319,6 +319,38 @@ async def _follow(
     raise AssertionError("unreachable: the last hop returns or raises")
 
 
+async def check_target(url: str, param: str, policy: FetchPolicy, label: str = "URL") -> None:
+    """Refuse `url` now, before anything is sent to it, if a request to it would be refused: the same
+    URL, host and address checks as a fetch (the address is checked again when it is contacted)."""
+    label = f"{label} {quote(url)}"
+    try:
+        parsed = _check_url(URL(url), label, param, policy)
+    except (ValueError, TypeError):
+        raise InvalidRequestError(f"{label} is not a valid URL", param=param) from None
+    await _pin(parsed, label, param, policy, _PinnedResolver())
+
+
+async def post_json(url: str, body: bytes, headers: dict[str, str], policy: FetchPolicy) -> int:
+    """POST `body` (JSON) to `url`, every check of a fetch applied, redirects not followed; returns
+    the status. Refusals raise `InvalidRequestError`, failures `aiohttp.ClientError` or TimeoutError."""
+    label = f"URL {quote(url)}"
+    try:
+        target = _check_url(URL(url), label, "url", policy)
+    except (ValueError, TypeError):
+        raise InvalidRequestError(f"{label} is not a valid URL", param="url") from None
+    resolver = _PinnedResolver()
+    target = await _pin(target, label, "url", policy, resolver)
+    connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, force_close=True, limit=1)
+    timeout = aiohttp.ClientTimeout(total=policy.total_timeout, connect=policy.connect_timeout)
+    async with aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False, timeout=timeout
+    ) as session:
+        sent = {"User-Agent": USER_AGENT.replace("image-url-fetch", "webhook"), "Content-Type": "application/json"}
+        async with session.post(target, data=body, headers={**sent, **headers}, allow_redirects=False) as response:
+            await response.content.read(READ_CHUNK)  # a little of the answer, never all of it
+            return response.status
+
+
 def _check_url(parsed: URL, label: str, param: str, policy: FetchPolicy) -> URL:
     """`parsed` without its fragment, when scheme, credentials, port and host name are acceptable."""
     if parsed.scheme not in ("http", "https"):

@@ -17,7 +17,7 @@ from imagegate.errors import InvalidRequestError, MissingParameterError
 
 # Parameters that a multipart form sends as text; JSON bodies are validated strictly (no 0 for false).
 INT_PARAMS = ("n", "output_compression", "partial_images", "seed", "frame_count", "frame_duration_ms")
-BOOL_PARAMS = ("stream", "dry_run")
+BOOL_PARAMS = ("stream", "dry_run", "async_")
 # Optional public parameters whose handling the catalog describes per offering.
 OPTION_PARAMS = ("moderation", "user", "seed", "style", "input_fidelity", "safety_identifier", "complexity")
 SVG_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
@@ -72,6 +72,18 @@ class ImageParams(BaseModel):
     stream: bool | None = None
     partial_images: int | None = Field(None, ge=0, le=3)
     dry_run: bool | None = Field(None, description="Return the estimate per candidate provider; call nobody.")
+    async_: bool | None = Field(
+        None,
+        alias="async",
+        description="Run as a job: 202 with the job object, result from GET /v1/images/jobs/{id} "
+        "(the same as the header Prefer: respond-async).",
+    )
+    webhook_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="An http(s) URL that receives the finished job, signed (Standard Webhooks). "
+        "Makes the request a job.",
+    )
 
     @field_validator("output_format", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ from imagegate.errors import ServiceUnavailableError
 from imagegate.storage.db import Database
 from imagegate.storage.schema import api_keys, from_nanos, metadata, money_text, to_nanos
 
-TABLES = {"api_keys", "requests", "idempotency"}
+TABLES = {"api_keys", "requests", "idempotency", "jobs"}
 
 
 def _layout(conn: Connection) -> dict[str, set[str]]:
@@ -31,7 +31,7 @@ async def test_migrate_creates_the_tables_and_is_a_no_op_the_second_time(db: Dat
     async with db.transaction(readonly=True) as conn:
         assert await conn.run_sync(_layout) == before
         versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
-    assert versions == ["0001"]
+    assert versions == ["0002"]
 
 
 async def test_the_migration_matches_the_live_schema(db: Database) -> None:

@@ -165,6 +165,19 @@ class Gate:
             status = 499
         await asyncio.shield(self._settle(admission, settlement, status))
 
+    async def settle_unrun(
+        self, request_id: str, key: ApiKey | None, images_reserved: int, error: BaseException, latency_ms: float
+    ) -> None:
+        """Settle the pending row of a request that never ran (a job canceled or failed before its
+        work started): nothing charged, the reservation and the counted images given back."""
+        await self.runtime.ready()
+        try:
+            await self.runtime.ledger.settle(request_id, _settlement(None, error, latency_ms))
+        except ImagegateError:
+            log.exception("could not settle ledger row %s; reconciliation will", request_id)
+        if key is not None and images_reserved > 0 and key.images_per_day is not None:
+            await self.runtime.limiter.refund_images(key.id, images_reserved)
+
     async def _settle(self, admission: Admission, settlement: Settlement, status: int) -> None:
         key = admission.caller.key
         try:

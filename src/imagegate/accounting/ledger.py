@@ -39,14 +39,27 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, String, and_, bindparam, case, delete, func, literal_column, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imagegate.accounting.keys import ApiKey
 from imagegate.errors import AuthenticationError, BudgetExceededError, ImagegateError, InvalidRequestError
 from imagegate.storage.db import Database
-from imagegate.storage.schema import NANO, Money, UTCDateTime, api_keys, idempotency, money_text, requests
+from imagegate.storage.schema import NANO, Money, UTCDateTime, api_keys, idempotency, jobs, money_text, requests
 from imagegate.storage.writer import BatchWriter
 
 STATUSES = ("pending", "succeeded", "failed", "cancelled", "reconciled")
@@ -360,9 +373,10 @@ class Ledger:
             which.append(r.created_at < now - older_than)
         if not which:
             raise ValueError("reconcile needs an instance or an age")
+        live_job = exists().where(jobs.c.request_id == r.id, jobs.c.status.in_(("queued", "running")))
         stmt = (
             update(requests)
-            .where(r.status == "pending", or_(*which))
+            .where(r.status == "pending", or_(*which), ~live_job)  # a live job's row is settled by its worker
             .values(status="reconciled", cost=None, finished_at=now)
             .returning(r.id, r.key_id, r.reserved)
         )

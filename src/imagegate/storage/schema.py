@@ -146,3 +146,35 @@ idempotency = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("key_id", "idem_key", name="pk_idempotency"),
 )
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),  # job_...
+    Column("key_id", String(64), nullable=True),  # the key that may read and cancel it; NULL: anonymous
+    Column("request_id", String(64), nullable=False, unique=True),  # its ledger row
+    Column("status", String(16), nullable=False),  # queued | running | succeeded | failed | canceled
+    Column("model", String(), nullable=False),
+    Column("mode", String(), nullable=False),
+    Column("params", Text, nullable=False),  # JSON: the validated request parameters
+    Column("inputs", Text, nullable=True),  # JSON list of [param, stored file id] (edits)
+    Column("base_url", String(), nullable=False),  # for the result's file links
+    Column("reserved", Money(), nullable=False, server_default="0"),
+    Column("images_reserved", Integer, nullable=False, server_default="0"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", String(), nullable=True),
+    Column("lease_until", UTCDateTime(), nullable=True),
+    Column("cancel_requested", Integer, nullable=False, server_default="0"),
+    Column("result", LargeBinary, nullable=True),  # the usual response body (JSON bytes)
+    Column("error", Text, nullable=True),  # JSON: {"status": int, "error": {...}} (OpenAI's error object)
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=True),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Column("webhook_url", Text, nullable=True),
+    Column("webhook_state", String(16), nullable=True),  # pending | delivering | delivered | failed
+    Column("webhook_attempts", Integer, nullable=False, server_default="0"),
+    Column("webhook_next_at", UTCDateTime(), nullable=True),
+    Column("webhook_error", Text, nullable=True),
+    Index("ix_jobs_status_created", "status", "created_at"),
+    Index("ix_jobs_webhook", "webhook_state", "webhook_next_at"),
+)

@@ -20,7 +20,7 @@ from starlette.types import Scope
 from imagegate.accounting.gate import Gate
 from imagegate.accounting.runtime import Runtime
 from imagegate.catalog.loader import Catalog, load_catalog
-from imagegate.config import Settings
+from imagegate.config import Settings, resolved_webhook_secret
 from imagegate.core.quoting import clip
 from imagegate.envelope import build_envelope
 from imagegate.errors import (
@@ -30,6 +30,9 @@ from imagegate.errors import (
     NotFoundError,
 )
 from imagegate.imaging.pool import shutdown_pool
+from imagegate.jobs.runner import JobRunner
+from imagegate.jobs.store import JobStore
+from imagegate.jobs.webhooks import Deliverer
 from imagegate.providers.registry import ProviderRegistry, build_registry
 from imagegate.redaction import install as install_redaction
 from imagegate.redaction import local_secrets
@@ -37,7 +40,7 @@ from imagegate.service import ImageService
 from imagegate.storage.blobs import open_store
 from imagegate.storage.retention import Retention
 from imagegate.storage.signing import LinkSigner
-from imagegate.web import accounts, files, images, models, openapi
+from imagegate.web import accounts, files, images, jobs, models, openapi
 from imagegate.web.disconnect import ClientDisconnected
 from imagegate.web.health import healthz, readyz
 from imagegate.web.middleware import (
@@ -122,6 +125,7 @@ def _routes() -> list[Route | Mount]:
     return [
         Route("/v1/images/generations", images.generations, methods=["POST"]),
         Route("/v1/images/edits", images.edits, methods=["POST"]),
+        Route("/v1/images/jobs/{job_id}", jobs.job, methods=["GET", "DELETE"]),
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
         Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
@@ -154,6 +158,10 @@ def create_app(
     runtime = Runtime(settings)
     gate = Gate(runtime, service)
     retention = Retention(blobs, settings.files, runtime.metrics)
+    envelope = build_envelope(settings.limits, runtime.metrics)
+    job_store = JobStore(runtime.ready)
+    webhooks = Deliverer(job_store, settings.webhooks, settings.inputs, resolved_webhook_secret(settings))
+    job_runner = JobRunner(job_store, gate, envelope, blobs, settings.jobs, runtime.instance, webhooks.wake)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -164,7 +172,11 @@ def create_app(
         except ImagegateError as exc:
             log.error("database not ready at start (%s); requests get 503 until it is", exc.message)
         runtime.start_background()
+        job_runner.start()
+        webhooks.start(settings.jobs.poll_interval_seconds)
         yield
+        await job_runner.aclose()  # running jobs go back to the queue for another instance
+        await webhooks.aclose()
         await retention.stop()
         await registry.aclose()
         await runtime.aclose()
@@ -196,5 +208,8 @@ def create_app(
     app.state.service = service
     app.state.runtime = runtime
     app.state.gate = gate
-    app.state.envelope = build_envelope(settings.limits, runtime.metrics)
+    app.state.envelope = envelope
+    app.state.jobs = job_store
+    app.state.job_runner = job_runner
+    app.state.webhooks = webhooks
     return app

@@ -22,6 +22,7 @@ from imagegate.footprint import output_bytes
 from imagegate.inputs import RawInput, decode_inputs, image_from_url, probe_inputs
 from imagegate.schemas import EditParams, GenerateParams, ImageParams, ImageRef, parse_params
 from imagegate.service import ImageService, Prepared
+from imagegate.web import jobs
 from imagegate.web.respond import respond
 
 IMAGE_FIELDS = ("image", "image[]")
@@ -71,6 +72,8 @@ async def generations(request: Request) -> Response:
         raise UnsupportedMediaTypeError("send the body as application/json")
     params = parse_params(GenerateParams, await read_json(request))
     prepared = _service(request).prepare(params, "text-to-image")
+    if jobs.wants_async(request, params):
+        return await jobs.accept(request, caller, params, prepared, [])
     if prepared.dry_run:  # no image work: not subject to the envelope
         return await respond(request, caller, prepared, None)
     nbytes = output_bytes(_service(request), prepared)
@@ -91,6 +94,8 @@ async def edits(request: Request) -> Response:
     is_mask, is_markup = mask is not None and mask.param == "mask", mask is not None and mask.param == "markup"
     prepared = _service(request).prepare(params, "image-edit", len(images), is_mask, is_markup)
     probed = probe_inputs(images, mask, limits)  # headers only: reserve before decoding
+    if jobs.wants_async(request, params):
+        return await jobs.accept(request, caller, params, prepared, [*images, *([mask] if mask else [])])
     del images, mask
     outputs = 0 if prepared.dry_run else output_bytes(_service(request), prepared)
     envelope = _envelope(request)

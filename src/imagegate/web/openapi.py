@@ -9,6 +9,7 @@ from imagegate import __version__
 from imagegate.catalog.loader import Catalog
 from imagegate.config import Settings
 from imagegate.schemas import EditParams, GenerateParams
+from imagegate.web.openapi_jobs import JOB, PREFER, accepted, job_paths
 
 REF = "#/components/schemas/"
 DEFAULT_MAX_IMAGES = 16  # without a catalog: the most any catalog model takes
@@ -81,6 +82,9 @@ MODEL_DEPENDENT: dict[str, str] = {
     "multipart: svg[model], svg[reasoning][effort]",
     "markup": "edits: a transparent PNG overlay on the first image (a data: URL in JSON, a file part in "
     "multipart), not with mask, on models that take it (gpt-image-2.5-*, gpt-image-2.6-*)",
+    # Not model-dependent but network-dependent: accepted when the URL passes the [inputs] URL policy.
+    "webhook_url": "an http(s) URL that receives the finished job, signed (Standard Webhooks); makes the "
+    "request a job; refused unless it passes the gateway's URL policy",
 }
 CROSS_FIELD_RULES: list[dict[str, Any]] = [  # said without `not`, which generators handle poorly
     {  # transparency needs an output format with alpha
@@ -119,10 +123,10 @@ def _error_responses(*statuses: int) -> dict[str, Any]:
         400: "Invalid input",
         401: "Missing or bad API key",
         403: "Forbidden or bad signature",
-        404: "Unknown model or file",
+        404: "Unknown model, file or job",
         413: "Body or file too large",
         402: "Over the key's budget",
-        409: "Idempotency-Key conflict",
+        409: "Idempotency-Key conflict, or the job has already finished",
         415: "Unsupported media type",
         429: "Rate limited (see Retry-After)",
         500: "Internal error",
@@ -274,9 +278,7 @@ def _multipart_schema(max_images: int) -> dict[str, Any]:
                 "format": "binary",
                 "description": "PNG with alpha, same size as the first image; transparent = edit.",
             },
-            **{
-                name: _form_field(name) for name in [*GenerateParams.model_fields, "input_fidelity"] if name != "prompt"
-            },
+            **{name: _form_field(name) for name in [*_public_names(), "input_fidelity"] if name != "prompt"},
             **{name: {"const": "", "description": text} for name, text in MODEL_DEPENDENT.items()},
             "images": {"const": "", "description": "reserved"},
             "prompt": {"type": "string", **PROMPT_RULES},
@@ -291,6 +293,11 @@ def _multipart_schema(max_images: int) -> dict[str, Any]:
     }
 
 
+def _public_names() -> list[str]:
+    """The parameters' names as sent (``async``, not the attribute ``async_``)."""
+    return [field.alias or name for name, field in GenerateParams.model_fields.items()]
+
+
 def _form_field(name: str) -> dict[str, Any]:
     """A parameter as multipart text: the JSON rules, as strings ("" counts as not sent)."""
     schema: dict[str, Any] = {"type": "string", "description": f"{name} as a form string"}
@@ -298,7 +305,7 @@ def _form_field(name: str) -> dict[str, Any]:
         schema.update(FIELD_RULES[name])
     elif name in INT_TEXT:
         schema["pattern"] = INT_TEXT[name]
-    elif name in ("stream", "dry_run"):
+    elif name in ("stream", "dry_run", "async"):
         schema["enum"] = ["", "true", "false"]
     return schema
 
@@ -321,7 +328,7 @@ def _apply_rules(body: dict[str, Any], reserved: list[str]) -> None:
         number = next(c for c in choices if c.get("type") == "integer")
         nullable = [{"type": "null"}] if any(c.get("type") == "null" for c in choices) else []
         props[name] = {"anyOf": [number, {"type": "string", "pattern": pattern}, *nullable]}
-    for name in ("stream", "dry_run"):
+    for name in ("stream", "dry_run", "async"):
         props[name] = {"anyOf": [{"type": "boolean"}, {"enum": ["", "true", "false"]}, {"type": "null"}]}
     # Unknown parameters pass through, except these names (400) unless empty (an empty value is not sent).
     body["patternProperties"] = {_FORBIDDEN_NAME: {"const": ""}}
@@ -364,6 +371,7 @@ def _schemas(max_images: int) -> dict[str, Any]:
         "Estimate": ESTIMATE,
         "Error": ERROR,
         "Model": MODEL,
+        "ImageJob": JOB,
     }
 
 
@@ -408,16 +416,16 @@ def _image_paths() -> dict[str, Any]:
             "post": {
                 "operationId": "createImage",
                 "summary": "Generate images from a prompt",
-                "parameters": [IDEMPOTENCY],
+                "parameters": [IDEMPOTENCY, PREFER],
                 "requestBody": _json_body("GenerateRequest"),
-                "responses": {"200": _image_ok(), **image_errors},
+                "responses": {"200": _image_ok(), "202": accepted(), **image_errors},
             }
         },
         "/v1/images/edits": {
             "post": {
                 "operationId": "createImageEdit",
                 "summary": "Edit images (multipart or JSON with data URLs)",
-                "parameters": [IDEMPOTENCY],
+                "parameters": [IDEMPOTENCY, PREFER],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -426,9 +434,10 @@ def _image_paths() -> dict[str, Any]:
                         "application/json": {"schema": {"$ref": REF + "EditRequest"}},
                     },
                 },
-                "responses": {"200": _image_ok(), **image_errors},
+                "responses": {"200": _image_ok(), "202": accepted(), **image_errors},
             }
         },
+        **job_paths(_error_responses),
     }
 
 

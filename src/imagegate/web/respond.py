@@ -38,7 +38,7 @@ async def respond(request: Request, caller: Caller, prepared: Prepared, inputs: 
         return JSONResponse(estimate.body, headers=estimate.headers)
     idem_key = request.headers.get(IDEMPOTENCY_HEADER)
     if idem_key is not None and not prepared.stream:
-        replay = await _claim(request, gate, caller, idem_key, request_id)
+        replay = await claim_idempotency(request, gate, caller, idem_key, request_id)
         if replay is not None:
             return replay
     else:
@@ -46,7 +46,7 @@ async def respond(request: Request, caller: Caller, prepared: Prepared, inputs: 
     try:
         admission = await gate.admit(caller, prepared, request_id, idem_key)
     except BaseException:
-        await _release(gate, caller, idem_key)
+        await release_idempotency(gate, caller, idem_key)
         raise
     if prepared.stream:
         return await _stream(request, gate, admission, inputs)
@@ -62,7 +62,7 @@ async def _execute(
         completion, parts = await unless_disconnected(request, _serve(gate.service, admission, inputs, base_url))
     except BaseException as exc:
         await gate.settle(admission, None, exc, _ms(started))
-        await _release(gate, admission.caller, idem_key)
+        await release_idempotency(gate, admission.caller, idem_key)
         raise
     await gate.settle(admission, completion, None, _ms(started))
     headers = completion.headers()
@@ -132,7 +132,9 @@ class _AccountedStream(StreamingResponse):
             await self._finish()
 
 
-async def _claim(request: Request, gate: Gate, caller: Caller, idem_key: str, request_id: str) -> Response | None:
+async def claim_idempotency(
+    request: Request, gate: Gate, caller: Caller, idem_key: str, request_id: str
+) -> Response | None:
     if not idem_key or len(idem_key) > 255:
         raise InvalidRequestError("Idempotency-Key must be 1-255 characters", param="Idempotency-Key")
     await gate.runtime.ready()
@@ -152,7 +154,7 @@ async def _claim(request: Request, gate: Gate, caller: Caller, idem_key: str, re
     )
 
 
-async def _release(gate: Gate, caller: Caller, idem_key: str | None) -> None:
+async def release_idempotency(gate: Gate, caller: Caller, idem_key: str | None) -> None:
     if idem_key is not None:
         await gate.runtime.idempotency.release(caller.key_id, idem_key)
 
