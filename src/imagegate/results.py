@@ -7,6 +7,7 @@ layer renders from it (`imagegate.web.render`); nothing re-parses a rendered bod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 from imagegate.config import Settings
 from imagegate.core import pricing
 from imagegate.core.types import Decision, Dimensions, Offering, Plan
-from imagegate.errors import UpstreamMalformedError
+from imagegate.errors import ServiceUnavailableError, UpstreamMalformedError
 from imagegate.imaging.convert import identify_with_pillow, transcode
 from imagegate.imaging.encoded import ImageBytes
 from imagegate.imaging.header import HEAD_BYTES, TAIL_BYTES, identify_header
@@ -24,7 +25,7 @@ from imagegate.imaging.pool import run_image_task
 from imagegate.imaging.svg import svg_size
 from imagegate.providers.base import ProducedImage, ProviderResult
 from imagegate.routing.router import Attempt
-from imagegate.storage.blobs import BlobStore, StoredFile
+from imagegate.storage.blobs import BlobStore, StorageError, StoredFile
 from imagegate.storage.signing import LinkSigner
 
 
@@ -224,9 +225,16 @@ class Delivery:
         try:
             for image in images:
                 stored.append(await self.blobs.put(image.data, image.format))
-        except BaseException:
-            for item in stored:
-                await self.blobs.delete(item.id)
+        except BaseException as exc:
+            for item in stored:  # no link to half of the images
+                with contextlib.suppress(StorageError):
+                    await self.blobs.delete(item.id)
+            if isinstance(exc, StorageError):
+                raise ServiceUnavailableError(
+                    "result storage is unavailable, so no link can be made; retry, or ask for b64_json",
+                    param="response_format",
+                    code="storage_unavailable",
+                ) from exc
             raise
         root = self.settings.public_url or base_url.rstrip("/")
         items = []

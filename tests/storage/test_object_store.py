@@ -8,6 +8,7 @@ server (it runs in this process), as the local tests age files with `os.utime`.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -270,3 +271,30 @@ async def test_missing_bucket_is_a_clear_error(moto: Moto, aws_env: None, app_wi
         store.purge(60)
     response = await fetch(app_with(store), "img_" + "D" * 22)
     assert response.status_code == 503 and response.json()["error"]["code"] == "storage_unavailable"
+
+
+async def test_the_store_down_fails_url_delivery_with_503_and_still_serves_b64(
+    settings: Settings, aws_env: None
+) -> None:
+    """Nothing listens at the endpoint: a url answer cannot be stored (503 storage_unavailable, the
+    ledger row settled as failed, no link handed out); a b64_json answer needs no store and is served."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    storage = StorageSettings(url="s3://imagegate-down/files", endpoint_url=dead, region="us-east-1")
+    app = create_app(settings.model_copy(update={"storage": storage}))
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            url = await http.post("/v1/images/generations", json={"prompt": "x", "response_format": "url"})
+            b64 = await http.post("/v1/images/generations", json={"prompt": "x", "response_format": "b64_json"})
+            rows = (await http.get("/v1/requests")).json()["data"]
+    finally:
+        await app.state.runtime.aclose()
+    assert url.status_code == 503 and url.json()["error"]["code"] == "storage_unavailable", url.text
+    assert "data" not in url.json()
+    assert b64.status_code == 200 and b64.json()["data"][0]["b64_json"]
+    assert sorted(row["status"] for row in rows) == ["failed", "succeeded"]
+    failed = next(row for row in rows if row["status"] == "failed")
+    assert failed["error_code"] == "storage_unavailable" and failed["attempts"][0]["status"] == "ok"
+    assert failed["cost"] == "0"  # the sandbox is free; a paid provider's price would be recorded here

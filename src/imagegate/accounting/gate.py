@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -26,6 +27,7 @@ from imagegate.errors import (
     PermissionDeniedError,
 )
 from imagegate.results import Completion
+from imagegate.routing.router import Attempt
 from imagegate.service import ImageService, Prepared
 from imagegate.web.disconnect import ClientDisconnected
 
@@ -239,7 +241,16 @@ def _settlement(completion: Completion | None, error: BaseException | None, late
         size=None,
         quality=None,
         attempts=[a.as_dict() for a in attempts],
-        cost=None if any(a.may_have_charged for a in attempts) else Decimal(0),
+        cost=_failure_cost(attempts),
         error_code=code,
         latency_ms=latency_ms,
     )
+
+
+def _failure_cost(attempts: Sequence[Attempt]) -> Decimal | None:
+    """What a failed request cost: the sum of its attempts' prices when every attempt that may have
+    been charged has one (a result that could not be delivered), else unknown (None), or 0 when no
+    attempt can have been charged."""
+    if any(a.may_have_charged and a.cost_usd is None for a in attempts):
+        return None
+    return sum((Decimal(a.cost_usd) for a in attempts if a.may_have_charged and a.cost_usd is not None), Decimal(0))

@@ -235,7 +235,11 @@ class JobRunner:
 
     async def _execute(self, job: Job, prepared: Prepared, inputs: EditInputs | None) -> tuple[Any, bytes]:
         completion = await self.service.execute(prepared, inputs, job.request_id)
-        items = await self.service.deliver(prepared, completion, job.base_url)
+        try:
+            items = await self.service.deliver(prepared, completion, job.base_url)
+        except ImagegateError as exc:  # produced (and paid for) but not delivered: the ledger says so
+            exc.attempts = exc.attempts or tuple(completion.attempts)
+            raise
         return completion, b"".join(bytes(part) for part in images_parts(completion, items))
 
     async def _read_inputs(self, job: Job) -> tuple[list[RawInput], RawInput | None]:

@@ -11,7 +11,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from imagegate.accounting.gate import Admission, Caller, Gate
-from imagegate.errors import ConflictError, InvalidRequestError, UpstreamMalformedError
+from imagegate.errors import ConflictError, ImagegateError, InvalidRequestError, UpstreamMalformedError
 from imagegate.imaging.encoded import Buffer
 from imagegate.providers.base import EditInputs
 from imagegate.results import Completion
@@ -78,7 +78,11 @@ async def _serve(
     """The work of a plain request: route and produce, deliver, render the body (as parts)."""
     prepared = admission.prepared
     completion = await service.execute(prepared, inputs, admission.request_id)
-    items = await service.deliver(prepared, completion, base_url)
+    try:
+        items = await service.deliver(prepared, completion, base_url)
+    except ImagegateError as exc:  # produced (and paid for) but not delivered: the ledger says so
+        exc.attempts = exc.attempts or tuple(completion.attempts)
+        raise
     return completion, images_parts(completion, items)
 
 
