@@ -94,10 +94,13 @@ class CatalogSettings(_Strict):
 class StorageSettings(_Strict):
     """`[storage]`: where result images live (imagegate.storage.blobs.open_store).
 
-    `url`: ``file://<dir>`` (relative to the working directory) or ``s3://bucket/prefix``; unset means
-    ``<data_dir>/files``. `endpoint_url` and `region` are for S3-compatible servers; credentials come
-    from the usual ``AWS_*`` environment variables. `presign`: file links redirect to presigned
-    object-store URLs instead of streaming through the gateway (never for SVG).
+    `url`: ``file://<dir>`` (relative to the working directory), ``s3://bucket/prefix`` or
+    ``az://container/prefix`` (Azure Blob); unset means ``<data_dir>/files``. `endpoint_url` is an
+    S3-compatible server (Google Cloud Storage's S3 interoperability endpoint included) or an Azure
+    blob endpoint; `region` is S3's. Credentials come from the usual environment variables
+    (``AWS_*``; ``AZURE_STORAGE_ACCOUNT_NAME`` / ``AZURE_STORAGE_ACCOUNT_KEY`` or a SAS). `presign`:
+    file links redirect to presigned object-store URLs instead of streaming through the gateway
+    (never for SVG).
     """
 
     url: str | None = None
@@ -108,8 +111,8 @@ class StorageSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("file://", "s3://")):
-            raise ValueError('must be a file:// or s3:// URL (e.g. "s3://bucket/prefix")')
+        if value is not None and not value.startswith(("file://", "s3://", "az://")):
+            raise ValueError('must be a file://, s3:// or az:// URL (e.g. "s3://bucket/prefix")')
         return value
 
 

@@ -149,10 +149,12 @@ def test_open_store_urls_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert isinstance(relative, LocalBlobStore) and relative.root.resolve() == tmp_path / "data" / "files"
     with pytest.raises(StorageError, match="presign needs an object store"):
         open_store(StorageSettings(url="file://./x", presign=True), tmp_path)
-    with pytest.raises(ValidationError, match="file:// or s3://"):  # refused with the configuration
+    with pytest.raises(ValidationError, match="file://, s3:// or az://"):  # refused with the configuration
         StorageSettings(url="ftp://host/x")
     with pytest.raises(StorageError, match="expected s3://bucket"):
         open_store(StorageSettings(url="s3:///prefix-only"), tmp_path)
+    with pytest.raises(StorageError, match="expected az://bucket"):
+        open_store(StorageSettings(url="az://"), tmp_path)
 
 
 async def test_local_store_served_through_the_app(tmp_path: Path, app_with: Any) -> None:

@@ -124,14 +124,17 @@ def open_store(storage: StorageSettings, data_dir: Path, max_bytes: int | None =
         if url is not None and not str(root):
             raise StorageError(f"[storage] url {url!r} names no directory")
         return LocalBlobStore(root, max_bytes)
-    if url.startswith("s3://"):
+    if url.startswith(("s3://", "az://")):
         try:
-            from imagegate.storage.objects import open_s3
+            from imagegate.storage.objects import open_bucket
         except ImportError as exc:
             raise StorageError(f"[storage] url {url!r} needs the obstore package: {exc}") from exc
-        return open_s3(storage, max_bytes)
+        return open_bucket(storage, max_bytes)
     scheme = url.split("://", 1)[0] if "://" in url else url
-    raise StorageError(f"[storage] url {url!r}: unsupported scheme {scheme!r} (use file:// or s3://)")
+    raise StorageError(
+        f"[storage] url {url!r}: unsupported scheme {scheme!r} (use file://, s3:// or az://; "
+        "Google Cloud Storage through s3:// and its S3 interoperability endpoint)"
+    )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Result images in an S3 (or S3-compatible) bucket through obstore, shared by every gateway instance.
+"""Result images in an S3 (or S3-compatible) bucket or an Azure Blob container, through obstore,
+shared by every gateway instance.
 
 Each image is one object ``<prefix>/<id>`` whose ``Content-Type`` records its format, so a link
 minted by one instance is served by any other from a single HEAD or GET. Writes are single PUTs
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import obstore
 from obstore.exceptions import BaseError
-from obstore.store import S3Store
+from obstore.store import AzureStore, S3Store
 
 from imagegate.storage.blobs import (
     CONTENT_TYPES,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from obstore import GetResult
-    from obstore.store import ClientConfig, RetryConfig, S3Config
+    from obstore.store import AzureConfig, ClientConfig, RetryConfig, S3Config
 
 _FORMATS = {content_type: fmt for fmt, content_type in CONTENT_TYPES.items()}
 _STREAM_CHUNK = 256 * 1024
@@ -45,44 +46,53 @@ _FAILURES = (BaseError, OSError)
 
 
 @dataclass(frozen=True)
-class S3Location:
-    bucket: str
+class BucketLocation:
+    scheme: str  # s3 | az
+    bucket: str  # the bucket (Azure: the container)
     prefix: str  # without leading or trailing slashes; "" for the whole bucket
 
 
-def parse_s3_url(url: str) -> S3Location:
-    """``s3://bucket/some/prefix`` -> bucket and prefix; raises `StorageError` without a bucket."""
-    rest = url.removeprefix("s3://")
+SCHEMES = ("s3", "az")
+
+
+def parse_bucket_url(url: str) -> BucketLocation:
+    """``s3://bucket/prefix`` or ``az://container/prefix``; raises `StorageError` without a bucket."""
+    scheme, sep, rest = url.partition("://")
     bucket, _, prefix = rest.partition("/")
-    if not bucket or "?" in rest or "#" in rest:
-        raise StorageError(f"[storage] url {url!r}: expected s3://bucket or s3://bucket/prefix")
-    return S3Location(bucket, prefix.strip("/"))
-
-
-def open_s3(storage: StorageSettings, max_bytes: int | None = None) -> ObjectBlobStore:
-    """An `ObjectBlobStore` on the bucket `storage.url` names (credentials from ``AWS_*``)."""
-    url = storage.url or ""
-    location = parse_s3_url(url)
-    config: S3Config = {}
-    client: ClientConfig = {}
-    endpoint = storage.endpoint_url
-    if endpoint:
-        config["endpoint"] = endpoint.rstrip("/")
-        if endpoint.startswith("http://"):
-            client["allow_http"] = True
-    if storage.region:
-        config["region"] = storage.region
-    description = url + (f" at {endpoint}" if endpoint else "")
-    try:
-        store = S3Store(
-            location.bucket,
-            prefix=location.prefix or None,
-            config=config,
-            client_options=client,
-            retry_config=_RETRY,
+    if not sep or scheme not in SCHEMES or not bucket or "?" in rest or "#" in rest:
+        raise StorageError(
+            f"[storage] url {url!r}: expected {scheme or 's3'}://bucket or {scheme or 's3'}://bucket/prefix"
         )
+    return BucketLocation(scheme, bucket, prefix.strip("/"))
+
+
+def open_bucket(storage: StorageSettings, max_bytes: int | None = None) -> ObjectBlobStore:
+    """An `ObjectBlobStore` on the bucket `storage.url` names. Credentials come from each cloud's usual
+    environment variables (``AWS_*``, ``AZURE_STORAGE_*``), read by obstore; `endpoint_url` points at
+    an S3-compatible server (Google Cloud Storage through its S3 interoperability API included) or
+    an Azure blob endpoint (Azurite: ``http://127.0.0.1:10000/devstoreaccount1``)."""
+    url = storage.url or ""
+    location = parse_bucket_url(url)
+    client: ClientConfig = {}
+    endpoint = (storage.endpoint_url or "").rstrip("/")
+    if endpoint.startswith("http://"):
+        client["allow_http"] = True
+    description = url + (f" at {endpoint}" if endpoint else "")
+    prefix = location.prefix or None
+    try:
+        store: S3Store | AzureStore
+        if location.scheme == "s3":
+            s3: S3Config = {}
+            if endpoint:
+                s3["endpoint"] = endpoint
+            if storage.region:
+                s3["region"] = storage.region
+            store = S3Store(location.bucket, prefix=prefix, config=s3, client_options=client, retry_config=_RETRY)
+        else:
+            azure: AzureConfig = {"endpoint": endpoint} if endpoint else {}
+            store = AzureStore(location.bucket, prefix=prefix, config=azure, client_options=client, retry_config=_RETRY)
     except _FAILURES as exc:
-        raise StorageError(f"{description}: cannot configure the S3 client: {_first_line(exc)}") from exc
+        raise StorageError(f"{description}: cannot configure the {location.scheme} client: {_first_line(exc)}") from exc
     return ObjectBlobStore(store, description=description, max_bytes=max_bytes, presign=storage.presign)
 
 
@@ -255,7 +265,8 @@ def _stored(file_id: str, result: GetResult) -> StoredFile | None:
 
 
 def _no_bucket(exc: BaseException) -> bool:
-    return "NoSuchBucket" in str(exc)
+    text = str(exc)
+    return "NoSuchBucket" in text or "ContainerNotFound" in text
 
 
 def _age_order(item: _Object) -> tuple[float, str]:
