@@ -49,6 +49,7 @@ class RequestFacts:
     mode: str
     passthrough: Mapping[str, object]
     routing: Decision | None = None  # the strategy, its choice and the runner-up
+    inputs: tuple[Decision, ...] = ()  # how URL inputs were obtained
 
 
 async def close_stream(rest: AsyncIterator[StreamEvent] | None) -> None:
@@ -121,6 +122,7 @@ class Execution:
             attempts=priced_attempts(self.attempts, cost),
             passthrough=facts.passthrough,
             routing=facts.routing,
+            inputs=facts.inputs,
             created=int(time.time()),
             latency_ms=(time.perf_counter() - self._started_at) * 1000,
         )

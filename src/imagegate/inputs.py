@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import pybase64
 
 from imagegate.config import InputsSettings, Limits
+from imagegate.core.quoting import clip
+from imagegate.core.types import Decision
 from imagegate.errors import InvalidRequestError
 from imagegate.imaging.pool import run_image_task
 from imagegate.imaging.probe import (
@@ -46,6 +48,23 @@ class RawInput:
 
     param: str
     data: bytes
+    source_url: str | None = None  # the http(s) URL the gateway fetched it from
+
+
+def url_decisions(inputs: Sequence[RawInput]) -> tuple[Decision, ...]:
+    """One decision per input fetched from an http(s) URL: the gateway fetched it and sends bytes."""
+    return tuple(
+        Decision(
+            f"{item.param}.image_url",
+            clip(item.source_url),
+            "image bytes",
+            "converted",
+            "fetched by the gateway (checked address, capped, sniffed) and sent as image bytes; "
+            "the provider never receives the URL",
+        )
+        for item in inputs
+        if item.source_url is not None
+    )
 
 
 @dataclass(frozen=True)

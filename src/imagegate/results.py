@@ -65,6 +65,7 @@ class Completion:
     created: int
     latency_ms: float
     routing: Decision | None = None
+    inputs: tuple[Decision, ...] = ()  # how URL inputs were obtained (fetched by the gateway)
 
     @property
     def cost_text(self) -> str | None:
@@ -108,7 +109,9 @@ class Completion:
             "cost_usd": self.cost_text,
             "possibly_billed_attempts": sum(1 for a in self.attempts[:-1] if a.may_have_charged),
             "n": len(self.images),
-            "decisions": [decision_json(d) for d in (*plan.decisions, *([self.routing] if self.routing else []))],
+            "decisions": [
+                decision_json(d) for d in (*self.inputs, *plan.decisions, *([self.routing] if self.routing else []))
+            ],
             "passthrough": dict(self.passthrough),
             "warnings": list(plan.warnings),
             "attempts": [a.as_dict() for a in self.attempts],

@@ -30,7 +30,7 @@ from imagegate.config import Settings
 from imagegate.core import pricing
 from imagegate.core.normalize import plan_request
 from imagegate.core.quoting import quote
-from imagegate.core.types import ModelInfo, ParamError, Plan, PublicRequest
+from imagegate.core.types import Decision, ModelInfo, ParamError, Plan, PublicRequest
 from imagegate.errors import InvalidRequestError, ModelNotFoundError
 from imagegate.execution import Execution, RequestFacts, Started, close_stream
 from imagegate.providers.base import CallContext, EditInputs, ProviderResult, StreamDone
@@ -63,6 +63,8 @@ class Prepared:
     # The request's one deadline (loop time), fixed when first asked for: at admission to the
     # resource envelope, so time spent waiting there counts against it.
     deadline_at: list[float] = field(default_factory=list, compare=False, repr=False)
+    # How input images given as URLs were obtained (reported with the other decisions).
+    input_decisions: tuple[Decision, ...] = ()
 
 
 @dataclass
@@ -215,7 +217,9 @@ class ImageService:
         )
         routed = await self.router.run(ordered, prepared.model.id, ctx.deadline, attempt)
         request = prepared.request
-        facts = RequestFacts(request_id, prepared.model.id, request.mode, request.extra, routing)
+        facts = RequestFacts(
+            request_id, prepared.model.id, request.mode, request.extra, routing, prepared.input_decisions
+        )
         return Execution(facts, ctx, routed, started_at)
 
     async def execute(self, prepared: Prepared, inputs: EditInputs | None, request_id: str) -> Completion:

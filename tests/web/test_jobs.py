@@ -123,13 +123,13 @@ async def test_an_edit_as_a_job_keeps_its_inputs_until_it_is_done(tmp_path) -> N
         db = await http.app.state.runtime.ready()  # type: ignore[attr-defined]
         async with db.transaction(readonly=True) as conn:
             stored = orjson.loads((await conn.execute(select(jobs.c.inputs).where(jobs.c.id == job_id))).scalar())
-        assert [param for param, _ in stored] == ["image[0]", "image[1]"]
+        assert [item[0] for item in stored] == ["image[0]", "image[1]"]
         blobs = http.app.state.blobs  # type: ignore[attr-defined]
         for _ in range(100):  # deleted once the job finished
-            if all([await blobs.lookup(file_id) is None for _, file_id in stored]):
+            if all([await blobs.lookup(item[1]) is None for item in stored]):
                 break
             await asyncio.sleep(0.02)
-        assert all([await blobs.lookup(file_id) is None for _, file_id in stored])
+        assert all([await blobs.lookup(item[1]) is None for item in stored])
 
 
 @pytest.mark.parametrize(
@@ -342,3 +342,29 @@ async def test_a_receiver_that_is_down_gets_retries_then_the_delivery_fails_and_
         assert done["status"] == "succeeded" and done["webhook"]["status"] == "failed"
         assert done["webhook"]["attempts"] == 3 and "connection failed" in done["webhook"]["last_error"]
         assert done["result"]["data"]
+
+
+async def test_a_job_edit_from_an_image_url_reports_the_fetch_in_its_decisions(tmp_path) -> None:
+    async def image(request: web.Request) -> web.Response:
+        return web.Response(body=png_bytes(64, 64), content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/a.png", image)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        settings = _settings(tmp_path, inputs={"allow_loopback": True, "allowed_ports": [port]})
+        async with gateway(settings) as http:
+            url = f"http://127.0.0.1:{port}/a.png"
+            body = {"prompt": "x", "model": "gpt-image-1", "images": [{"image_url": url}], "async": True}
+            accepted = await http.post(EDIT, json=body)
+            assert accepted.status_code == 202, accepted.text
+            done = await wait_for(http, accepted.headers["location"], finished)
+        assert done["status"] == "succeeded"
+        [fetched] = [d for d in done["result"]["imagegate"]["decisions"] if d["param"] == "images[0].image_url"]
+        assert fetched["asked"] == url and fetched["sent"] == "image bytes"
+    finally:
+        await runner.cleanup()

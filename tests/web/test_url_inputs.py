@@ -56,6 +56,10 @@ async def test_an_allowed_url_is_fetched_and_edited(tmp_path: Path, origin: tupl
     response = await _edit(tmp_path, body, allow_loopback=True, allowed_ports=[port])
     assert response.status_code == 200, response.text
     assert seen == ["/a.png", "/mask.png"]
+    decisions = {d["param"]: d for d in response.json()["imagegate"]["decisions"]}
+    for param, name in (("images[0].image_url", "a.png"), ("mask.image_url", "mask.png")):
+        assert decisions[param]["asked"] == f"{base}/{name}" and decisions[param]["sent"] == "image bytes"
+        assert "the provider never receives the URL" in decisions[param]["note"]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from imagegate.config import JobsSettings
 from imagegate.envelope import Envelope
 from imagegate.errors import ImagegateError, InternalError, ServiceUnavailableError, UpstreamError
 from imagegate.footprint import output_bytes
-from imagegate.inputs import RawInput, decode_inputs, probe_inputs
+from imagegate.inputs import RawInput, decode_inputs, probe_inputs, url_decisions
 from imagegate.jobs.store import TERMINAL, Job, JobStatus, JobStore
 from imagegate.providers.base import EditInputs
 from imagegate.redaction import current as current_redactor
@@ -136,7 +137,7 @@ class JobRunner:
         await self._drop_inputs(current)
 
     async def _drop_inputs(self, job: Job) -> None:
-        for _, file_id in job.inputs:
+        for _, file_id, _ in job.inputs:
             try:
                 await self.blobs.delete(file_id)
             except OSError as exc:  # retention removes it later
@@ -203,9 +204,11 @@ class JobRunner:
         if job.mode == "text-to-image":
             return self.service.prepare(parse_params(GenerateParams, dict(job.params)), "text-to-image")
         params = parse_params(EditParams, dict(job.params))
-        overlays = {param for param, _ in job.inputs if param in ("mask", "markup")}
-        images = sum(1 for param, _ in job.inputs if param not in ("mask", "markup"))
-        return self.service.prepare(params, "image-edit", images, "mask" in overlays, "markup" in overlays)
+        overlays = {item.param for item in job.inputs if item.param in ("mask", "markup")}
+        images = sum(1 for item in job.inputs if item.param not in ("mask", "markup"))
+        prepared = self.service.prepare(params, "image-edit", images, "mask" in overlays, "markup" in overlays)
+        raw = [RawInput(item.param, b"", item.source_url) for item in job.inputs]
+        return dataclasses.replace(prepared, input_decisions=url_decisions(raw))
 
     async def _produce(self, job: Job, prepared: Prepared) -> tuple[Any, bytes]:
         """The request's work under the envelope, as `web.images` runs it; returns the body bytes."""
@@ -245,14 +248,14 @@ class JobRunner:
     async def _read_inputs(self, job: Job) -> tuple[list[RawInput], RawInput | None]:
         images: list[RawInput] = []
         mask: RawInput | None = None
-        for param, file_id in job.inputs:
+        for param, file_id, source_url in job.inputs:
             data = await self.blobs.read(file_id)
             if data is None:
                 raise ServiceUnavailableError(f"the job's stored input {param} is gone from result storage")
             if param in ("mask", "markup"):
-                mask = RawInput(param, data)
+                mask = RawInput(param, data, source_url)
             else:
-                images.append(RawInput(param, data))
+                images.append(RawInput(param, data, source_url))
         return images, mask
 
     async def _finish_unrun(self, job: Job, key: Any, status: JobStatus, error: BaseException, started: float) -> None:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 from sqlalchemy import ColumnElement, and_, case, delete, or_, select, update
@@ -38,6 +38,14 @@ def new_job_id() -> str:
     return "job_" + secrets.token_hex(16)
 
 
+class StoredInput(NamedTuple):
+    """An edit job's input image, kept in the result store until the job ends."""
+
+    param: str
+    file_id: str
+    source_url: str | None = None  # the http(s) URL the gateway fetched it from, when it was one
+
+
 @dataclass(frozen=True)
 class Job:
     """One row of `jobs`, as the code uses it."""
@@ -49,7 +57,7 @@ class Job:
     model: str
     mode: str
     params: dict[str, Any]
-    inputs: list[tuple[str, str]]  # (param, stored file id)
+    inputs: list[StoredInput]
     base_url: str
     reserved: Decimal
     images_reserved: int
@@ -76,7 +84,7 @@ def _job(row: Any) -> Job:
         model=row.model,
         mode=row.mode,
         params=orjson.loads(row.params),
-        inputs=[(param, file_id) for param, file_id in orjson.loads(row.inputs or "[]")],
+        inputs=[StoredInput(*item) for item in orjson.loads(row.inputs or "[]")],
         base_url=row.base_url,
         reserved=row.reserved,
         images_reserved=row.images_reserved,
@@ -103,7 +111,7 @@ class NewJob:
     model: str
     mode: str
     params: dict[str, Any]
-    inputs: Sequence[tuple[str, str]]
+    inputs: Sequence[StoredInput]
     base_url: str
     reserved: Decimal
     images_reserved: int

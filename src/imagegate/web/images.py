@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,7 +20,7 @@ from imagegate.core.quoting import clip, quote
 from imagegate.envelope import Envelope, Ticket
 from imagegate.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from imagegate.footprint import output_bytes
-from imagegate.inputs import RawInput, decode_inputs, image_from_url, probe_inputs
+from imagegate.inputs import RawInput, decode_inputs, image_from_url, probe_inputs, url_decisions
 from imagegate.schemas import EditParams, GenerateParams, ImageParams, ImageRef, parse_params
 from imagegate.service import ImageService, Prepared
 from imagegate.web import jobs
@@ -93,6 +94,9 @@ async def edits(request: Request) -> Response:
         raise UnsupportedMediaTypeError("send edits as multipart/form-data or application/json")
     is_mask, is_markup = mask is not None and mask.param == "mask", mask is not None and mask.param == "markup"
     prepared = _service(request).prepare(params, "image-edit", len(images), is_mask, is_markup)
+    fetched = url_decisions([*images, *([mask] if mask else [])])
+    if fetched:
+        prepared = dataclasses.replace(prepared, input_decisions=fetched)
     probed = probe_inputs(images, mask, limits)  # headers only: reserve before decoding
     if jobs.wants_async(request, params):
         return await jobs.accept(request, caller, params, prepared, [*images, *([mask] if mask else [])])
@@ -171,7 +175,8 @@ async def _json_edit(
             )
         if ref.image_url is None:
             raise InvalidRequestError("each image needs an image_url", param=param, code="missing_required_parameter")
-        images.append(RawInput(param, await image_from_url(ref.image_url, f"{param}.image_url", max_bytes, inputs)))
+        data = await image_from_url(ref.image_url, f"{param}.image_url", max_bytes, inputs)
+        images.append(RawInput(param, data, _fetched(ref.image_url)))
     if not images:
         raise InvalidRequestError(
             "an edit needs at least one image in 'images'", param="images", code="missing_required_parameter"
@@ -195,7 +200,12 @@ async def _json_overlay(param: str, ref: ImageRef | None, max_bytes: int, inputs
         )
     if ref.image_url is None:
         raise InvalidRequestError(f"{param} needs an image_url (data: URL)", param=param)
-    return RawInput(param, await image_from_url(ref.image_url, f"{param}.image_url", max_bytes, inputs))
+    data = await image_from_url(ref.image_url, f"{param}.image_url", max_bytes, inputs)
+    return RawInput(param, data, _fetched(ref.image_url))
+
+
+def _fetched(url: str) -> str | None:
+    return url if url.startswith(("http://", "https://")) else None
 
 
 async def _multipart_edit(request: Request, max_bytes: int) -> tuple[ImageParams, list[RawInput], RawInput | None]:

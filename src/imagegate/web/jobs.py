@@ -25,7 +25,7 @@ from imagegate.imaging.probe import sniff_format
 from imagegate.inputs import RawInput
 from imagegate.jobs.objects import render_job
 from imagegate.jobs.runner import JobRunner
-from imagegate.jobs.store import TERMINAL, Job, JobStore, NewJob, new_job_id
+from imagegate.jobs.store import TERMINAL, Job, JobStore, NewJob, StoredInput, new_job_id
 from imagegate.jobs.webhooks import url_policy
 from imagegate.netfetch import check_target
 from imagegate.schemas import ImageParams
@@ -133,11 +133,11 @@ def _check_plannable(service: ImageService, prepared: Prepared) -> None:
         raise refusal
 
 
-async def _store_inputs(blobs: BlobStore, inputs: list[RawInput]) -> list[tuple[str, str]]:
+async def _store_inputs(blobs: BlobStore, inputs: list[RawInput]) -> list[StoredInput]:
     stored = []
     for item in inputs:
         fmt = sniff_format(item.data) or "png"
-        stored.append((item.param, (await blobs.put(item.data, fmt)).id))
+        stored.append(StoredInput(item.param, (await blobs.put(item.data, fmt)).id, item.source_url))
     return stored
 
 
