@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 def run_with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[T]]) -> T:
     async def main() -> T:
-        runtime = Runtime(settings)
+        runtime = Runtime(settings, serving=False)  # never reconcile a running server's live rows
         try:
             await runtime.ready()
             return await work(runtime)

@@ -107,3 +107,33 @@ def test_keys_create_list_revoke_and_usage(tmp_path: Path) -> None:
     assert usage.exit_code == 0 and '"totals"' in usage.output
     assert runner.invoke(main, ["keys", "create", "--name", "x", "--budget-usd", "lots", *common]).exit_code != 0
     assert runner.invoke(main, ["usage", "--since", "tomorrow", *common]).exit_code != 0
+
+
+def test_an_admin_command_beside_a_running_server_leaves_its_live_rows_alone(tmp_path: Path) -> None:
+    """`imagegate keys list` shares the server's data dir and instance id; it must not reconcile the
+    server's in-flight (pending) ledger rows as if that instance had crashed."""
+    import asyncio
+    import sqlite3
+    from decimal import Decimal
+
+    from imagegate.accounting.ledger import LedgerEntry
+    from imagegate.accounting.runtime import Runtime
+    from imagegate.config import Settings
+
+    settings = Settings(data_dir=tmp_path, instance_id="gw-a")
+
+    async def begin_as_the_server() -> None:
+        runtime = Runtime(settings)
+        await runtime.ready()
+        entry = LedgerEntry("req_live", None, "gw-a", "gpt-image-1", "text-to-image", 1, None, None, Decimal(0), None)
+        await runtime.ledger.begin(entry)
+        await runtime.ledger.aclose()
+        await runtime._db.close()  # type: ignore[union-attr]  # gone without settling, as in flight
+
+    asyncio.run(begin_as_the_server())
+    config = tmp_path / "gw-a.toml"
+    config.write_text('instance_id = "gw-a"\n')
+    listed = CliRunner().invoke(main, ["keys", "list", "--data-dir", str(tmp_path), "--config", str(config)])
+    assert listed.exit_code == 0, listed.output
+    with sqlite3.connect(tmp_path / "imagegate.db") as db:
+        assert db.execute("select status from requests where id = 'req_live'").fetchone() == ("pending",)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from pathlib import Path
 
 import httpx
 
-from imagegate.config import Settings
+from imagegate.config import Settings, StorageSettings
 from imagegate.web.app import create_app
 from tests.server.process import running_gateway
 
@@ -39,6 +40,22 @@ async def test_an_unreachable_redis_or_database_is_not_ready(tmp_path: Path) -> 
     checks = response.json()["checks"]
     assert checks["database"].startswith("unavailable") and checks["redis"].startswith("unavailable")
     assert checks["storage"] == "ok" and "nobody" not in response.text
+    await app.state.runtime.aclose()
+
+
+async def test_an_unreachable_object_store_is_not_ready(tmp_path: Path, monkeypatch) -> None:
+    """The bucket itself is asked (a listing), not the local data dir."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    storage = StorageSettings(url="s3://imagegate-ready/files", endpoint_url=dead, region="us-east-1")
+    app = create_app(Settings(data_dir=tmp_path, signing_key="k", storage=storage))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        response = await http.get("/readyz")
+    assert response.status_code == 503 and response.json()["checks"]["storage"].startswith("unavailable")
+    assert response.json()["checks"]["database"] == "ok"
     await app.state.runtime.aclose()
 
 

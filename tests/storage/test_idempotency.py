@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
-from imagegate.accounting.idempotency import IdempotencyStore
+from imagegate.accounting.idempotency import IdempotencyStore, StoredResponse
+from imagegate.accounting.ledger import Ledger, LedgerEntry, Settlement
 
 BODY = hashlib.sha256(b'{"prompt": "x"}').hexdigest()
 OTHER = hashlib.sha256(b'{"prompt": "y"}').hexdigest()
@@ -73,3 +75,43 @@ async def test_purge_drops_old_claims(idempotency: IdempotencyStore) -> None:
     assert await idempotency.purge(timedelta(hours=1)) == 0
     assert await idempotency.purge(timedelta(seconds=-1)) == 1
     assert (await idempotency.claim("key_a", "old", OTHER, "req_2")).state == "new"
+
+
+async def test_the_response_is_stored_in_the_transaction_that_settles_the_row(
+    idempotency: IdempotencyStore, ledger: Ledger
+) -> None:
+    """A crash cannot fall between charging a request and storing its answer: both or neither."""
+    assert (await idempotency.claim(None, "atomic", BODY, "req_1")).state == "new"
+    await ledger.begin(_entry("req_1", "atomic"))
+    stored = StoredResponse(None, "atomic", 200, {"x-request-id": "req_1"}, b'{"data": []}')
+    assert await ledger.settle("req_1", _succeeded(), stored)
+    replay = await idempotency.claim(None, "atomic", BODY, "req_2")
+    assert replay.state == "replay" and replay.body == b'{"data": []}'
+    # a row that is not pending any more (reconciled meanwhile) settles nothing and stores nothing
+    assert (await idempotency.claim(None, "late", BODY, "req_3")).state == "new"
+    await ledger.begin(_entry("req_3", "late"))
+    assert await ledger.reconcile("inst", None) == 1
+    late = StoredResponse(None, "late", 200, {}, b"{}")
+    assert not await ledger.settle("req_3", _succeeded(), late)
+    assert (await idempotency.claim(None, "late", BODY, "req_4")).state == "new"  # released by the reconcile
+
+
+async def test_orphan_claims_are_released_and_admitted_ones_kept(idempotency: IdempotencyStore, ledger: Ledger) -> None:
+    """A claim whose instance died before the ledger row was written would block its key for a day."""
+    for key in ("orphan", "admitted", "fresh"):
+        assert (await idempotency.claim(None, key, BODY, f"req_{key}")).state == "new"
+    await ledger.begin(_entry("req_admitted", "admitted"))
+    await asyncio.sleep(0.05)
+    assert (await idempotency.claim(None, "fresh-2", BODY, "req_fresh_2")).state == "new"
+    assert await idempotency.release_orphans(timedelta(seconds=0.03)) == 2  # orphan, fresh (old enough)
+    assert (await idempotency.claim(None, "orphan", BODY, "req_x")).state == "new"
+    assert (await idempotency.claim(None, "admitted", BODY, "req_y")).state == "in_progress"
+    assert (await idempotency.claim(None, "fresh-2", BODY, "req_z")).state == "in_progress"  # too young
+
+
+def _entry(request_id: str, idem_key: str) -> LedgerEntry:
+    return LedgerEntry(request_id, None, "inst", "gpt-image-1", "text-to-image", 1, None, None, Decimal(0), idem_key)
+
+
+def _succeeded() -> Settlement:
+    return Settlement("succeeded", "sandbox", 1, "1024x1024", "low", [], Decimal(0), None, 12.0)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from imagegate.accounting.idempotency import StoredResponse
 from imagegate.accounting.keys import KEY_PREFIX, ApiKey
 from imagegate.accounting.ledger import LedgerEntry, Settlement
 from imagegate.accounting.ratelimit import Limits, refusal
@@ -154,7 +155,12 @@ class Gate:
         return Admission(caller, prepared, request_id, reserved, images)
 
     async def settle(
-        self, admission: Admission, completion: Completion | None, error: BaseException | None, latency_ms: float
+        self,
+        admission: Admission,
+        completion: Completion | None,
+        error: BaseException | None,
+        latency_ms: float,
+        stored: StoredResponse | None = None,
     ) -> None:
         """Record the outcome: the typed completion, or the error (with its attempts). Shielded: a
         cancelled request still settles its row."""
@@ -165,7 +171,7 @@ class Gate:
         status = 200 if completion is not None else error.status if isinstance(error, ImagegateError) else 500
         if settlement.status == "cancelled":
             status = 499
-        await asyncio.shield(self._settle(admission, settlement, status))
+        await asyncio.shield(self._settle(admission, settlement, status, stored))
 
     async def settle_unrun(
         self, request_id: str, key: ApiKey | None, images_reserved: int, error: BaseException, latency_ms: float
@@ -180,10 +186,12 @@ class Gate:
         if key is not None and images_reserved > 0 and key.images_per_day is not None:
             await self.runtime.limiter.refund_images(key.id, images_reserved)
 
-    async def _settle(self, admission: Admission, settlement: Settlement, status: int) -> None:
+    async def _settle(
+        self, admission: Admission, settlement: Settlement, status: int, stored: StoredResponse | None
+    ) -> None:
         key = admission.caller.key
         try:
-            await self.runtime.ledger.settle(admission.request_id, settlement)
+            await self.runtime.ledger.settle(admission.request_id, settlement, stored)
         except ImagegateError:
             log.exception("could not settle ledger row %s; reconciliation will", admission.request_id)
         unused = admission.images_reserved - settlement.images

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imagegate.storage.db import Database
-from imagegate.storage.schema import idempotency
+from imagegate.storage.schema import idempotency, requests
 
 MAX_KEY_CHARS = 255
 _CLAIM_TRIES = 3
@@ -33,6 +33,41 @@ class Claim:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """The response of an Idempotency-Key request, stored in the transaction that settles its ledger
+    row (or creates its job), so a crash never leaves a charged request whose key says "in progress"."""
+
+    key_id: str | None
+    idem_key: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def params(self) -> dict[str, Any]:
+        """`STORE_RESPONSE`'s parameters."""
+        return {
+            "s_owner": self.key_id or "",
+            "s_key": self.idem_key,
+            "s_status": self.status,
+            "s_headers": json.dumps(self.headers),
+            "s_body": self.body,
+        }
+
+
+_t = idempotency.c
+STORE_RESPONSE = (
+    update(idempotency)
+    .where(_t.key_id == bindparam("s_owner"), _t.idem_key == bindparam("s_key"), _t.state == "in_progress")
+    .values(
+        state="completed",
+        response_status=bindparam("s_status"),
+        response_headers=bindparam("s_headers"),
+        response_body=bindparam("s_body"),
+    )
+)
 
 
 def _check_key(idem_key: str) -> None:
@@ -109,6 +144,17 @@ class IdempotencyStore:
         stmt = delete(idempotency).where(t.key_id == (key_id or ""), t.idem_key == idem_key, t.state == "in_progress")
         async with self._db.transaction() as conn:
             await conn.execute(stmt)
+
+    async def release_orphans(self, older_than: timedelta) -> int:
+        """Drop in-progress claims older than `older_than` that have no ledger row: their instance died
+        between the claim and the admission (a live request writes its row right after claiming), so
+        the client may retry with the same key."""
+        cutoff = datetime.now(UTC) - older_than
+        t = idempotency.c
+        admitted = exists().where(requests.c.id == t.request_id)
+        stmt = delete(idempotency).where(t.state == "in_progress", t.created_at < cutoff, ~admitted)
+        async with self._db.transaction() as conn:
+            return int((await conn.execute(stmt)).rowcount)
 
     async def purge(self, older_than: timedelta) -> int:
         """Delete claims older than `older_than` (stored replays and abandoned in-progress ones)."""

@@ -56,6 +56,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from imagegate.accounting.idempotency import STORE_RESPONSE, StoredResponse
 from imagegate.accounting.keys import ApiKey
 from imagegate.errors import AuthenticationError, BudgetExceededError, ImagegateError, InvalidRequestError
 from imagegate.storage.db import Database
@@ -110,6 +111,7 @@ class _Begin:
 class _Settle:
     params: dict[str, Any]  # _FINISH's parameters, less `b_finished` (the batch's commit time)
     cost: Decimal
+    stored: dict[str, Any] | None = None  # _STORE's parameters: the response for an Idempotency-Key
 
 
 _Op = _Begin | _Settle
@@ -200,7 +202,7 @@ def _begin_op(entry: LedgerEntry, budget_key: ApiKey | None) -> _Begin:
     return _Begin(key_id, reserved, row)
 
 
-def _settle_op(request_id: str, settlement: Settlement) -> _Settle:
+def _settle_op(request_id: str, settlement: Settlement, stored: StoredResponse | None = None) -> _Settle:
     _check_settlement(settlement)
     attempts = orjson.dumps(settlement.attempts, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     params = {
@@ -215,7 +217,7 @@ def _settle_op(request_id: str, settlement: Settlement) -> _Settle:
         "b_size": settlement.size,
         "b_quality": settlement.quality,
     }
-    return _Settle(params, settlement.cost or Decimal(0))
+    return _Settle(params, settlement.cost or Decimal(0), stored.params() if stored is not None else None)
 
 
 def _refusal(conn: Connection, key_id: str, amount: Decimal) -> ImagegateError:
@@ -259,6 +261,8 @@ def _finish_rows(
     for i, op in settles:
         row = conn.execute(_FINISH, {**op.params, "b_finished": now}).first()
         outcomes[i] = row is not None
+        if row is not None and op.stored is not None:
+            conn.execute(STORE_RESPONSE, op.stored)
         if row is not None and row.key_id is not None:
             reserved, spent = released.get(row.key_id, (Decimal(0), Decimal(0)))
             released[row.key_id] = (reserved + row.reserved, spent + op.cost)
@@ -354,9 +358,10 @@ class Ledger:
             cancelled = Settlement("cancelled", None, 0, None, None, [], Decimal(0), "cancelled", None)
             self._writer.submit(_settle_op(request_id, cancelled)).add_done_callback(_log_failure)
 
-    async def settle(self, request_id: str, settlement: Settlement) -> bool:
-        """Finish a pending row and move its money on the key. False (and no change) if not pending."""
-        return bool(await self._write(_settle_op(request_id, settlement)))
+    async def settle(self, request_id: str, settlement: Settlement, stored: StoredResponse | None = None) -> bool:
+        """Finish a pending row and move its money on the key, and store `stored` (an Idempotency-Key's
+        response) in the same transaction. False (and no change) if the row was not pending."""
+        return bool(await self._write(_settle_op(request_id, settlement, stored)))
 
     async def reconcile(self, instance: str | None, older_than: timedelta | None) -> int:
         """Mark pending rows `reconciled` (cost unknown) and release their reservations.

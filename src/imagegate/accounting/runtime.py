@@ -24,12 +24,17 @@ from imagegate.storage.db import Database
 
 log = logging.getLogger("imagegate.accounting")
 RECONCILE_EVERY_SECONDS = 60.0
+ORPHAN_CLAIMS_EVERY_SECONDS = 15.0
+ORPHAN_CLAIM_AGE = timedelta(seconds=30)  # a live request writes its ledger row right after its claim
 IDEMPOTENCY_TTL = timedelta(hours=24)  # stored responses are replayed for a day
 
 
 class Runtime:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, *, serving: bool = True) -> None:
+        """`serving`: this runtime belongs to the server of `instance` (not to a CLI command run beside
+        it), so at start it reconciles the rows an earlier run of that instance left unsettled."""
         self.settings = settings
+        self.serving = serving
         self.metrics = metrics or Metrics()
         self.instance = settings.instance_id or f"{socket.gethostname()}:{settings.port}"
         self.limiter: RateLimiter = build_rate_limiter(settings.redis_url, self.metrics)
@@ -56,13 +61,20 @@ class Runtime:
                 self.ledger = Ledger(db)
                 self.idempotency = IdempotencyStore(db)
                 self._db = db
-                await self._reconcile_own()
+                if self.serving:
+                    await self._reconcile_own()
         return self._db
 
     async def _reconcile_own(self) -> None:
         count = await self.ledger.reconcile(self.instance, None)
         if count:
             log.warning("reconciled %d unsettled ledger rows left by a previous run of %s", count, self.instance)
+        await self._release_orphan_claims()
+
+    async def _release_orphan_claims(self) -> None:
+        count = await self.idempotency.release_orphans(ORPHAN_CLAIM_AGE)
+        if count:
+            log.warning("released %d Idempotency-Key claims whose request never reached the ledger", count)
 
     def start_background(self) -> None:
         if self._reconciler is None:
@@ -70,14 +82,18 @@ class Runtime:
 
     async def _reconcile_stale(self) -> None:
         stale = timedelta(seconds=self.settings.request_timeout_seconds + 60)
+        last_reconcile = asyncio.get_running_loop().time()
         while True:
-            await asyncio.sleep(RECONCILE_EVERY_SECONDS)
+            await asyncio.sleep(ORPHAN_CLAIMS_EVERY_SECONDS)
             try:
                 await self.ready()
-                count = await self.ledger.reconcile(None, stale)
-                if count:
-                    log.warning("reconciled %d stale ledger rows", count)
-                await self.idempotency.purge(IDEMPOTENCY_TTL)
+                await self._release_orphan_claims()
+                if asyncio.get_running_loop().time() - last_reconcile >= RECONCILE_EVERY_SECONDS:
+                    last_reconcile = asyncio.get_running_loop().time()
+                    count = await self.ledger.reconcile(None, stale)
+                    if count:
+                        log.warning("reconciled %d stale ledger rows", count)
+                    await self.idempotency.purge(IDEMPOTENCY_TTL)
             except Exception:
                 log.exception("ledger reconciliation failed; retrying later")
 

@@ -26,6 +26,7 @@ import orjson
 from sqlalchemy import ColumnElement, and_, case, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from imagegate.accounting.idempotency import STORE_RESPONSE, StoredResponse
 from imagegate.storage.db import Database
 from imagegate.storage.schema import jobs
 
@@ -134,7 +135,9 @@ class JobStore:
         async with db.transaction(readonly=readonly) as conn:
             yield conn
 
-    async def create(self, job: NewJob) -> None:
+    async def create(self, job: NewJob, answer: Callable[[Job], StoredResponse] | None = None) -> Job:
+        """Insert the queued job; `answer` gives the response to store for its Idempotency-Key, in the
+        same transaction (a crash cannot leave a created job whose key says "in progress")."""
         async with self._transaction() as conn:
             await conn.execute(
                 jobs.insert().values(
@@ -153,6 +156,10 @@ class JobStore:
                     webhook_url=job.webhook_url,
                 )
             )
+            created = _job((await conn.execute(select(jobs).where(jobs.c.id == job.id))).one())
+            if answer is not None:
+                await conn.execute(STORE_RESPONSE, answer(created).params())
+        return created
 
     async def get(self, job_id: str) -> Job | None:
         async with self._transaction(readonly=True) as conn:

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 
 from imagegate import __version__
 from imagegate.providers.registry import ProviderRegistry
+from imagegate.storage.blobs import BlobStore, LocalBlobStore
 
 CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -38,10 +39,18 @@ async def readyz(request: Request) -> JSONResponse:
     checks.update(await _check("database", _database(request)))
     if state.settings.redis_url:
         checks.update(await _check("redis", state.runtime.limiter.ping()))
-    checks.update(await _check("storage", asyncio.to_thread(_writable, state.settings.data_dir / "files")))
+    checks.update(await _check("storage", _storage(state.blobs)))
     failed = {name: reason for name, reason in checks.items() if reason != "ok"}
     status = "draining" if "draining" in failed else ("ready" if not failed else "not_ready")
     return JSONResponse({"status": status, "checks": checks}, status_code=200 if not failed else 503)
+
+
+async def _storage(blobs: BlobStore) -> None:
+    """A local directory must take a write (a full disk fails here); a bucket must answer a listing."""
+    if isinstance(blobs, LocalBlobStore):
+        await asyncio.to_thread(_writable, blobs.root)
+    else:
+        await blobs.check()
 
 
 async def _database(request: Request) -> None:

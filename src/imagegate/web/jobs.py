@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from imagegate.accounting.gate import Caller, Gate
+from imagegate.accounting.idempotency import StoredResponse
 from imagegate.errors import ConflictError, InvalidRequestError, NotFoundError
 from imagegate.imaging.probe import sniff_format
 from imagegate.inputs import RawInput
@@ -86,9 +87,14 @@ async def accept(
         raise
     started = time.perf_counter()
     job_id = new_job_id()
+    headers = {"location": f"/v1/images/jobs/{job_id}", "preference-applied": "respond-async"}
+
+    def answer(created: Job) -> StoredResponse:
+        return StoredResponse(caller.key_id, idem_key or "", 202, headers, render_job(created))
+
     try:
         stored = await _store_inputs(request.app.state.blobs, inputs)
-        await _store(request).create(
+        job = await _store(request).create(
             NewJob(
                 id=job_id,
                 key_id=caller.key_id,
@@ -101,7 +107,8 @@ async def accept(
                 reserved=admission.reserved,
                 images_reserved=admission.images_reserved,
                 webhook_url=params.webhook_url,
-            )
+            ),
+            answer if idem_key is not None else None,
         )
     except BaseException as exc:
         await gate.settle_unrun(request_id, caller.key, admission.images_reserved, exc, _ms(started))
@@ -109,13 +116,7 @@ async def accept(
         raise
     runner: JobRunner = request.app.state.job_runner
     runner.wake()
-    job = await _store(request).get(job_id)
-    assert job is not None
-    body = render_job(job)
-    headers = {"location": f"/v1/images/jobs/{job_id}", "preference-applied": "respond-async"}
-    if idem_key is not None:
-        await gate.runtime.idempotency.complete(caller.key_id, idem_key, 202, headers, body)
-    return Response(body, status_code=202, headers=headers, media_type=JOB_CONTENT_TYPE)
+    return Response(render_job(job), status_code=202, headers=headers, media_type=JOB_CONTENT_TYPE)
 
 
 def _check_plannable(service: ImageService, prepared: Prepared) -> None:

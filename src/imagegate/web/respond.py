@@ -11,6 +11,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from imagegate.accounting.gate import Admission, Caller, Gate
+from imagegate.accounting.idempotency import StoredResponse
 from imagegate.errors import ConflictError, ImagegateError, InvalidRequestError, UpstreamMalformedError
 from imagegate.imaging.encoded import Buffer
 from imagegate.providers.base import EditInputs
@@ -64,11 +65,11 @@ async def _execute(
         await gate.settle(admission, None, exc, _ms(started))
         await release_idempotency(gate, admission.caller, idem_key)
         raise
-    await gate.settle(admission, completion, None, _ms(started))
     headers = completion.headers()
-    if idem_key is not None:
-        body = b"".join(parts)
-        await gate.runtime.idempotency.complete(admission.caller.key_id, idem_key, 200, headers, body)
+    stored = None
+    if idem_key is not None:  # stored with the settlement: one transaction
+        stored = StoredResponse(admission.caller.key_id, idem_key, 200, headers, b"".join(parts))
+    await gate.settle(admission, completion, None, _ms(started), stored)
     return SplicedResponse(parts, headers)
 
 
