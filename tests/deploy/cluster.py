@@ -17,8 +17,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -117,6 +118,7 @@ class Shared:
     env: Mapping[str, str]  # signing key, key pepper, AWS_* credentials, the upstream key
     drain_delay_seconds: float
     shutdown_grace_seconds: int
+    webhook_port: int  # the test's webhook receiver on 127.0.0.1 (admitted by [inputs])
 
 
 def instance_config(shared: Shared, instance_id: str, port: int, data_dir: Path) -> str:
@@ -146,6 +148,18 @@ shutdown_grace_seconds = {shared.shutdown_grace_seconds}
 [providers.openai]
 base_url = "{shared.upstream}"
 api_key_env = "DEPLOY_OPENAI_KEY"
+
+[inputs]
+allow_loopback = true
+allowed_ports = [80, 443, {shared.webhook_port}]
+
+[jobs]
+lease_seconds = 3
+poll_interval_seconds = 0.2
+
+[webhooks]
+retry_delays_seconds = [0.5, 1, 2, 4]
+timeout_seconds = 5
 """
 
 
@@ -336,3 +350,46 @@ class DroppingServer:
         self._closed.set()
         self._thread.join(5)
         self._sock.close()
+
+
+class WebhookReceiver:
+    """A webhook endpoint on 127.0.0.1 (a thread): records every delivery; answers 500 to the first
+    delivery of the job ids `fail_first` picks, after recording it (a receiver that processed a
+    message but whose answer was lost), so those ids arrive twice."""
+
+    def __init__(self, fail_first: Callable[[str], bool]) -> None:
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        self._failed: set[str] = set()
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver._lock:
+                    receiver.deliveries.append((headers, body))
+                    message = headers.get("webhook-id", "")
+                    fail = fail_first(message) and message not in receiver._failed
+                    if fail:
+                        receiver._failed.add(message)
+                self.send_response(500 if fail else 204)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
+        self._thread.start()
+
+    def snapshot(self) -> list[tuple[dict[str, str], bytes]]:
+        with self._lock:
+            return list(self.deliveries)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -14,6 +14,7 @@ end, whatever happened.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import shutil
@@ -29,7 +30,16 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from tests.deploy.cluster import REPO, FakeUpstream, Gateway, HAProxy, Shared, clean_env, instance_config
+from tests.deploy.cluster import (
+    REPO,
+    FakeUpstream,
+    Gateway,
+    HAProxy,
+    Shared,
+    WebhookReceiver,
+    clean_env,
+    instance_config,
+)
 
 PG_DSN = os.environ.get("IMAGEGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("IMAGEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -37,6 +47,7 @@ UPSTREAM_KEY = "sk-deploy-fake-upstream"
 UPSTREAM_LATENCY = 0.4  # seconds per image request: requests are in flight when an instance dies
 CHECK_INTER = "250ms"  # HAProxy's health check interval here (production: 2s)
 DRAIN_DELAY = 3.0
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"deploy-webhook-secret-32-bytes!!").decode()
 SHUTDOWN_GRACE = 15
 
 
@@ -73,6 +84,7 @@ class Deployment:
     schema: str
     bucket: str
     s3_endpoint: str
+    webhooks: WebhookReceiver
 
     @property
     def gateways(self) -> dict[str, Gateway]:
@@ -156,6 +168,8 @@ def deployment(haproxy: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         asyncio.run(_admin(f'CREATE SCHEMA "{schema}"'))
         stack.callback(lambda: asyncio.run(_admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')))
 
+        receiver = WebhookReceiver(lambda message: int(message[-2:], 16) % 5 == 0)  # a fifth arrive twice
+        stack.callback(receiver.close)
         fake = FakeUpstream(workdir, UPSTREAM_KEY, UPSTREAM_LATENCY)
         stack.callback(fake.stop)
         fake.start()
@@ -171,9 +185,11 @@ def deployment(haproxy: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 "IMAGEGATE_SIGNING_KEY": f"deploy-signing-{uuid.uuid4().hex}",
                 "IMAGEGATE_KEY_PEPPER": f"deploy-pepper-{uuid.uuid4().hex}",
                 "DEPLOY_OPENAI_KEY": UPSTREAM_KEY,
+                "IMAGEGATE_WEBHOOK_SECRET": WEBHOOK_SECRET,
             },
             drain_delay_seconds=DRAIN_DELAY,
             shutdown_grace_seconds=SHUTDOWN_GRACE,
+            webhook_port=receiver.port,
         )
         key = _create_key(workdir, shared)
 
@@ -190,7 +206,7 @@ def deployment(haproxy: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         lb.check_config(haproxy)
         stack.callback(lb.stop)
         lb.start(haproxy)
-        deployment = Deployment(workdir, lb, a, b, fake, key, schema, bucket, s3_endpoint)
+        deployment = Deployment(workdir, lb, a, b, fake, key, schema, bucket, s3_endpoint, receiver)
         deployment.ensure_up()
         yield deployment
 
