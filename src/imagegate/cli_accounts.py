@@ -66,6 +66,7 @@ def _register_keys(main: click.Group, common: Common, load: Loader) -> None:
     @click.option("--rpm", type=click.IntRange(min=1), default=None, help="Requests per minute.")
     @click.option("--images-per-day", type=click.IntRange(min=1), default=None)
     @click.option("--models", default=None, help="Comma-separated model ids this key may use.")
+    @click.option("--webhook-url", default=None, help="Where this key's async jobs are delivered by default.")
     @common
     def create(
         name: str,
@@ -73,14 +74,17 @@ def _register_keys(main: click.Group, common: Common, load: Loader) -> None:
         rpm: int | None,
         images_per_day: int | None,
         models: str | None,
+        webhook_url: str | None,
         config_file: Path | None,
         data_dir: Path | None,
     ) -> None:
         """Create a key; the key itself is printed once, alone on the last line."""
         allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
+        if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
+            raise click.BadParameter("must be an http(s) URL", param_hint="--webhook-url")
         settings = load(config_file, data_dir)
         key, plaintext = run_with_runtime(
-            settings, lambda rt: rt.keys.create(name, _money(budget_usd), rpm, images_per_day, allowed)
+            settings, lambda rt: rt.keys.create(name, _money(budget_usd), rpm, images_per_day, allowed, webhook_url)
         )
         click.echo(f"created {key.id} ({key.name}); store the key now, it is not shown again:", err=True)
         click.echo(plaintext)

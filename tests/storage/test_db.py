@@ -31,7 +31,7 @@ async def test_migrate_creates_the_tables_and_is_a_no_op_the_second_time(db: Dat
     async with db.transaction(readonly=True) as conn:
         assert await conn.run_sync(_layout) == before
         versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
-    assert versions == ["0002"]
+    assert versions == ["0003"]
 
 
 async def test_the_migration_matches_the_live_schema(db: Database) -> None:

@@ -17,7 +17,7 @@ from aiohttp import web
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from imagegate.config import ProviderSettings, Settings
+from imagegate.config import AuthSettings, ProviderSettings, Settings
 from imagegate.jobs.store import jobs
 from imagegate.storage.schema import requests
 from imagegate.web.app import create_app
@@ -368,3 +368,24 @@ async def test_a_job_edit_from_an_image_url_reports_the_fetch_in_its_decisions(t
         assert fetched["asked"] == url and fetched["sent"] == "image bytes"
     finally:
         await runner.cleanup()
+
+
+async def test_a_keys_webhook_receives_its_jobs_that_name_none(tmp_path) -> None:
+    receiver = Receiver([])
+    hook = await receiver.start()
+    try:
+        settings = _webhook_settings(tmp_path, receiver.port).model_copy(update={"auth": AuthSettings(mode="keys")})
+        async with gateway(settings) as http:
+            runtime = http.app.state.runtime  # type: ignore[attr-defined]
+            await runtime.ready()
+            _, secret = await runtime.keys.create("hooked", None, None, None, None, webhook_url=hook)
+            auth = {"authorization": f"Bearer {secret}"}
+            accepted = await http.post(GEN, json={"prompt": "x"}, headers={**ASYNC, **auth})
+            assert accepted.status_code == 202 and accepted.json()["webhook"]["url"] == hook
+            done = await wait_for(
+                http, accepted.headers["location"], lambda b: b["webhook"]["status"] == "delivered", headers=auth
+            )
+        assert done["webhook"]["status"] == "delivered"
+        assert [h["webhook-id"] for h, _ in receiver.calls] == [accepted.json()["id"]]
+    finally:
+        await receiver.stop()

@@ -77,6 +77,7 @@ class ApiKey:
     rpm: int | None
     images_per_day: int | None
     models: tuple[str, ...] | None  # None: every model
+    webhook_url: str | None = None  # where the key's async jobs are delivered when a request names none
 
     def allows_model(self, model_id: str) -> bool:
         return self.models is None or model_id in self.models
@@ -101,6 +102,7 @@ def _to_key(row: Any) -> ApiKey:
         rpm=row.rpm,
         images_per_day=row.images_per_day,
         models=models,
+        webhook_url=row.webhook_url,
     )
 
 
@@ -127,9 +129,12 @@ class KeyStore:
         rpm: int | None,
         images_per_day: int | None,
         models: Sequence[str] | None,
+        webhook_url: str | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key; the plaintext (second item) is returned only here and never stored."""
         _check_limits(budget, rpm, images_per_day)
+        if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
+            raise ValueError("the webhook URL must be an http(s) URL")
         plaintext = generate_key()
         key = ApiKey(
             id="key_" + _base62(secrets.token_bytes(12), 17),
@@ -143,6 +148,7 @@ class KeyStore:
             rpm=rpm,
             images_per_day=images_per_day,
             models=tuple(models) if models is not None else None,
+            webhook_url=webhook_url,
         )
         values = {
             "id": key.id,
@@ -156,6 +162,7 @@ class KeyStore:
             "rpm": rpm,
             "images_per_day": images_per_day,
             "models": json.dumps(list(key.models)) if key.models is not None else None,
+            "webhook_url": webhook_url,
         }
         async with self._db.transaction() as conn:
             await conn.execute(api_keys.insert().values(values))

@@ -104,6 +104,7 @@ api_keys = Table(
     Column("rpm", Integer, nullable=True),
     Column("images_per_day", Integer, nullable=True),
     Column("models", Text, nullable=True),  # JSON list of model ids; NULL: every model
+    Column("webhook_url", Text, nullable=True),  # the key's jobs' webhook when a request names none
 )
 
 requests = Table(

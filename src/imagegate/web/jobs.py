@@ -70,7 +70,8 @@ async def accept(
         raise InvalidRequestError("a dry run answers at once; leave out async", param="async")
     _check_plannable(request.app.state.service, prepared)
     settings = request.app.state.settings
-    if params.webhook_url is not None:
+    webhook_url = params.webhook_url or (caller.key.webhook_url if caller.key is not None else None)
+    if params.webhook_url is not None:  # a key's own URL is checked when it is delivered to
         policy = url_policy(settings.inputs, settings.webhooks.timeout_seconds)
         await check_target(params.webhook_url, "webhook_url", policy, label="webhook_url")
     gate: Gate = request.app.state.gate
@@ -106,7 +107,7 @@ async def accept(
                 base_url=str(request.base_url).rstrip("/"),
                 reserved=admission.reserved,
                 images_reserved=admission.images_reserved,
-                webhook_url=params.webhook_url,
+                webhook_url=webhook_url,
             ),
             answer if idem_key is not None else None,
         )
