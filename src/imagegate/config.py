@@ -134,7 +134,9 @@ class JobsSettings(_Strict):
 
     A worker holds a job under a lease it renews every `lease_seconds / 3`; a job whose lease
     ran out (its instance died) is taken by another worker, at most `max_attempts` times in all.
-    Workers look for queued jobs every `poll_interval_seconds` (at once for a job accepted here).
+    Each instance looks for claimable jobs and due webhooks with one read every
+    `poll_interval_seconds`, backing off to 8 times that while idle; a job accepted here is taken at
+    once, and an instance never writes while it has nothing to do.
     """
 
     workers: int = Field(4, ge=0, le=256)  # 0: this instance accepts jobs but runs none

@@ -38,6 +38,7 @@ from imagegate.web.render import images_parts
 
 log = logging.getLogger("imagegate.jobs")
 PURGE_EVERY_SECONDS = 600.0
+IDLE_BACKOFF = 8  # an idle instance looks for work every poll_interval_seconds x 8 at most
 
 
 def error_object(exc: BaseException) -> dict[str, Any]:
@@ -76,16 +77,34 @@ class JobRunner:
         self.retention = timedelta(seconds=settings.retention_seconds)
         self._count = settings.workers
         self._tasks: list[asyncio.Task[None]] = []
-        self._wake = asyncio.Event()
+        self._work = asyncio.Event()  # set: a job may be claimable
 
     def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._look(), name="imagegate-job-look"))
         for index in range(self._count):
             self._tasks.append(asyncio.create_task(self._loop(), name=f"imagegate-job-worker-{index}"))
         self._tasks.append(asyncio.create_task(self._maintain(), name="imagegate-job-purge"))
 
     def wake(self) -> None:
-        """A job was accepted here: look now instead of at the next poll."""
-        self._wake.set()
+        """A job was accepted here: the workers look now instead of at the next poll."""
+        self._work.set()
+
+    async def _look(self) -> None:
+        """One read per poll interval for the whole instance (never a write while idle): when some job
+        is claimable the workers try to claim; when a webhook is due the deliverer is woken."""
+        idle = 0  # empty looks in a row: an idle instance looks less often, up to IDLE_BACKOFF times
+        while True:
+            await asyncio.sleep(self.poll * min(2**idle, IDLE_BACKOFF))
+            try:
+                claimable, webhook = await self.store.due()
+            except Exception:
+                log.exception("looking for jobs failed; retrying")
+                continue
+            idle = 0 if claimable or webhook else idle + 1
+            if claimable and self._count:
+                self._work.set()
+            if webhook:
+                self.on_finish()
 
     async def aclose(self) -> None:
         """Stop: the work of running jobs is canceled and the jobs are queued again at once, for any
@@ -107,6 +126,7 @@ class JobRunner:
 
     async def _loop(self) -> None:
         while True:
+            await self._work.wait()
             try:
                 job = await self.store.claim(self.owner, self.lease)
             except ImagegateError as exc:
@@ -115,10 +135,8 @@ class JobRunner:
             except Exception:
                 log.exception("job claim failed; retrying")
                 job = None
-            if job is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll)
+            if job is None:  # nothing left to take: wait for the next look or accept
+                self._work.clear()
                 continue
             try:
                 await self.run(job)

@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any, Literal, NamedTuple
 
 import orjson
-from sqlalchemy import ColumnElement, and_, case, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imagegate.accounting.idempotency import STORE_RESPONSE, StoredResponse
@@ -165,6 +165,17 @@ class JobStore:
         async with self._transaction(readonly=True) as conn:
             row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).first()
         return _job(row) if row is not None else None
+
+    async def due(self) -> tuple[bool, bool]:
+        """Whether some job could be claimed now, and whether some webhook delivery is due: one read,
+        what an idle instance polls (never a write while there is nothing to do)."""
+        now = _now()
+        claimable = or_(jobs.c.status == "queued", and_(jobs.c.status == "running", jobs.c.lease_until < now))
+        webhook = and_(jobs.c.webhook_state.in_(("pending", "delivering")), jobs.c.webhook_next_at <= now)
+        query = select(exists().where(claimable), exists().where(webhook))
+        async with self._transaction(readonly=True) as conn:
+            row = (await conn.execute(query)).one()
+        return bool(row[0]), bool(row[1])
 
     async def claim(self, owner: str, lease: timedelta) -> Job | None:
         """The oldest queued job, or a running one whose lease ran out, now leased to `owner`."""

@@ -65,12 +65,10 @@ class Deliverer:
         self.policy = url_policy(inputs, settings.timeout_seconds)
         self.lease = timedelta(seconds=settings.timeout_seconds + 30)
         self.key = secret_bytes(secret)
-        self.poll = 1.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
-    def start(self, poll: float) -> None:
-        self.poll = poll
+    def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="imagegate-webhooks")
 
@@ -85,19 +83,18 @@ class Deliverer:
                 await task
 
     async def _loop(self) -> None:
+        """Claim deliveries while there are some; then wait to be woken: by a job finished here, or by
+        the job runner's poll finding a delivery due (a retry, another instance's job)."""
         while True:
+            await self._wake.wait()
+            self._wake.clear()
             try:
-                job = await self.store.claim_webhook(self.lease)
-                if job is not None:
+                while (job := await self.store.claim_webhook(self.lease)) is not None:
                     await self.deliver(job)
-                    continue
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("webhook delivery loop failed; retrying")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll)
 
     async def deliver(self, job: Job) -> None:
         """One attempt for a claimed delivery, and its outcome recorded."""

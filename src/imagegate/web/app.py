@@ -173,7 +173,7 @@ def create_app(
             log.error("database not ready at start (%s); requests get 503 until it is", exc.message)
         runtime.start_background()
         job_runner.start()
-        webhooks.start(settings.jobs.poll_interval_seconds)
+        webhooks.start()
         yield
         await job_runner.aclose()  # running jobs go back to the queue for another instance
         await webhooks.aclose()
