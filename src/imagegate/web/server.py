@@ -31,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from imagegate.config import ServerSettings, Settings
 from imagegate.errors import ImagegateError, RequestTimeoutError, ServiceUnavailableError, TooManyConnectionsError
+from imagegate.imaging.memory import keep_request_buffers
 from imagegate.metrics import Metrics
 from imagegate.web.heap import FreezeAfterStartup
 from imagegate.web.responses import error_response
@@ -204,5 +205,7 @@ class DrainingServer(uvicorn.Server):
 
 def serve(app: ASGIApp, settings: Settings, log_level: str, metrics: Metrics | None = None) -> None:
     """Run the gateway until SIGINT/SIGTERM, then drain as configured."""
+    if settings.limits.memory_trim_idle_seconds > 0:  # idle trims give a burst's memory back
+        keep_request_buffers()
     config = uvicorn_config(FreezeAfterStartup(app), settings, log_level, metrics)
     DrainingServer(config, app, settings.server.drain_delay_seconds).run()
