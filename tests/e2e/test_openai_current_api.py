@@ -1,10 +1,12 @@
 """End to end with the newest official SDK (openai 3.57): `imagegate serve` in front of the fake OpenAI,
 and a second gateway with no provider key (the sandbox), for GPT Image 2.5 / 2.6, SVG, animated GIF and
-markup edits. What reached the fake is checked too: the SDK's fields, never `response_format`."""
+markup edits. What reached the fake is checked too: the SDK's fields, never `response_format`. Run with
+`-s` to print the transcript (the SDK call, what came back, what the fake received)."""
 
 from __future__ import annotations
 
 import io
+import json
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from decimal import Decimal
@@ -60,6 +62,14 @@ def _sent(fake: tuple[FakeOpenAI, str]) -> Any:
     return [r for r in fake[0].requests if r.path.startswith("/v1/images")][-1]
 
 
+def _transcript(call: str, result: Any, got: str, sent: Any = None) -> None:
+    meta = result.model_extra["imagegate"]
+    print(f"\n$ {call}\n  -> {got}; provider {meta['provider']}, cost {meta['cost_usd']}")
+    if sent is not None:
+        body = sent.json if sent.json is not None else {"fields": sent.fields, "files": [f[0] for f in sent.files]}
+        print(f"  upstream {sent.method} {sent.path}\n  body {json.dumps(body, default=str)[:400]}")
+
+
 def _markup(width: int, height: int) -> bytes:
     overlay = Image.new("RGBA", (width, height), (0, 0, 0, 0))
     overlay.paste((255, 0, 0, 255), (8, 8, 24, 24))
@@ -88,6 +98,12 @@ def test_gpt_image_2_5_sunburst_xhigh_at_2560x1440_priced_from_its_usage(upstrea
     sent = _sent(fake).json
     assert sent["model"] == "gpt-image-2.5-sunburst" and sent["quality"] == "xhigh" and sent["size"] == "2560x1440"
     assert "response_format" not in sent
+    _transcript(
+        'images.generate(model="gpt-image-2.5-sunburst", size="2560x1440", quality="xhigh")',
+        result,
+        f"{result.size} {result.quality}, usage {usage.model_dump()}",
+        _sent(fake),
+    )
 
 
 def test_an_svg_through_openai_with_the_author_model(upstream, fake):
@@ -104,6 +120,12 @@ def test_an_svg_through_openai_with_the_author_model(upstream, fake):
     assert result.model_extra["imagegate"]["cost_usd"] is None  # the author model's price is unknown
     sent = _sent(fake).json
     assert sent["output_format"] == "svg" and sent["svg"] == {"model": "gpt-5.5", "reasoning": {"effort": "low"}}
+    _transcript(
+        'images.generate(model="gpt-image-2.6-sunburst", output_format="svg", svg={model: gpt-5.5, effort: low})',
+        result,
+        f"{len(data)} bytes of SVG sized {svg_size(data)}, svg_usage {result.svg_usage.model_dump()}",
+        _sent(fake),
+    )
 
 
 def test_a_nine_frame_gif_through_openai(upstream, fake):
@@ -114,6 +136,12 @@ def test_a_nine_frame_gif_through_openai(upstream, fake):
     assert frames == 9 and delays == [200] * 9
     sent = _sent(fake).json
     assert sent["output_format"] == "gif" and sent["frame_count"] == 9
+    _transcript(
+        'images.generate(model="gpt-image-2.6-flare", output_format="gif", size="512x512")',
+        result,
+        f"GIF read back: {frames} frames, delays {delays} ms",
+        _sent(fake),
+    )
 
 
 def test_a_gif_with_frame_count_and_delay_through_openai(upstream, fake):
@@ -139,6 +167,12 @@ def test_a_markup_edit_through_openai_sends_the_overlay_part(upstream, fake, tmp
     files = {name for name, _, _ in _sent(fake).files}
     assert files == {"image", "markup"}
     assert "response_format" not in _sent(fake).fields
+    _transcript(
+        'images.edit(model="gpt-image-2.5-flare", image=base.png 256x256, markup=markup.png 256x256)',
+        result,
+        f"image {Image.open(io.BytesIO(_bytes(result))).size}",
+        _sent(fake),
+    )
 
 
 def test_an_svg_edit_sends_the_svg_object_as_bracketed_fields(upstream, fake):
@@ -179,3 +213,9 @@ def test_the_sandbox_serves_the_same_calls(sandbox):
     )
     decisions = {d["param"]: d for d in edited.model_extra["imagegate"]["decisions"]}
     assert decisions["markup"]["handling"] == "passthrough"
+    _transcript("sandbox images.generate(gpt-image-2.5-sunburst, 2560x1440, xhigh)", result, f"{result.size}")
+    _transcript("sandbox images.generate(gpt-image-2.6-sunburst, svg)", svg, f"SVG sized {svg_size(_bytes(svg))}")
+    _transcript(
+        "sandbox images.generate(gpt-image-2.6-flare, gif, 256x256)", gif, f"GIF read back {gif_frames(_bytes(gif))}"
+    )
+    _transcript("sandbox images.edit(gpt-image-2.5-flare, markup)", edited, f"markup decision {decisions['markup']}")
