@@ -111,6 +111,11 @@ class StorageSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("gs://"):
+            raise ValueError(
+                "gs:// is not supported: use Google Cloud Storage through its S3 interoperability API, "
+                'url = "s3://bucket/prefix" with endpoint_url = "https://storage.googleapis.com" and an HMAC key'
+            )
         if value is not None and not value.startswith(("file://", "s3://", "az://")):
             raise ValueError('must be a file://, s3:// or az:// URL (e.g. "s3://bucket/prefix")')
         return value

@@ -151,6 +151,8 @@ def test_open_store_urls_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         open_store(StorageSettings(url="file://./x", presign=True), tmp_path)
     with pytest.raises(ValidationError, match="file://, s3:// or az://"):  # refused with the configuration
         StorageSettings(url="ftp://host/x")
+    with pytest.raises(ValidationError, match=r"storage\.googleapis\.com"):  # gs:// points at the S3 interop path
+        StorageSettings(url="gs://bucket/results")
     with pytest.raises(StorageError, match="expected s3://bucket"):
         open_store(StorageSettings(url="s3:///prefix-only"), tmp_path)
     with pytest.raises(StorageError, match="expected az://bucket"):
