@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import Column, Connection, Integer, MetaData, Table, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from imagegate.errors import ServiceUnavailableError
@@ -135,3 +139,60 @@ async def test_unwritable_sqlite_path_is_service_unavailable(tmp_path: Path) -> 
 async def test_unsupported_url_is_refused() -> None:
     with pytest.raises(ValueError):
         await Database.connect("mysql+aiomysql://u@h/db")
+
+
+MARKS = Table("marks", MetaData(), Column("n", Integer))
+
+
+async def test_the_sqlite_writer_thread_outlives_a_cancelled_waiter_and_restarts_after_close(tmp_path: Path) -> None:
+    """run_write on a SQLite file runs on one writer thread: a waiter cancelled mid-transaction does not
+    stop its transaction (it commits) nor the thread; close() stops the thread; a later write starts
+    a new one on a fresh connection."""
+    db = await Database.connect(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    await db.migrate()
+    started, release = threading.Event(), threading.Event()
+
+    def slow_insert(conn: Any) -> None:
+        started.set()
+        release.wait(5)
+        conn.execute(text("CREATE TABLE IF NOT EXISTS marks (n INTEGER)"))
+        conn.execute(text("INSERT INTO marks VALUES (1)"))
+
+    def count(conn: Any) -> int:
+        return conn.execute(select(func.count()).select_from(MARKS)).first()[0]
+
+    before = set(_writer_threads())
+    try:
+        waiter = asyncio.ensure_future(db.run_write(slow_insert))
+        await asyncio.to_thread(started.wait, 5)
+        waiter.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert await db.run_write(count) == 1  # the cancelled waiter's transaction committed
+        with pytest.raises(ZeroDivisionError):
+            await db.run_write(lambda conn: 1 / 0)  # an error reaches its waiter; the thread goes on
+        threads = set(_writer_threads()) - before
+        assert len(threads) == 1
+        await db.close()
+        assert not threads.pop().is_alive()
+        assert await db.run_write(count) == 1  # a new thread and connection
+    finally:
+        await db.close()
+    assert not set(_writer_threads()) - before
+
+
+async def test_an_unclosed_sqlite_writer_thread_ends_when_its_database_is_collected(tmp_path: Path) -> None:
+    before = set(_writer_threads())
+    db = await Database.connect(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
+    await db.run_write(lambda conn: None)
+    (thread,) = set(_writer_threads()) - before
+    await db.engine.dispose()
+    del db
+    gc.collect()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "imagegate-sqlite-writer"]

@@ -19,7 +19,7 @@ import copy
 import dataclasses
 import logging
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -44,6 +44,7 @@ from imagegate.redaction import Redactor, provider_secrets
 
 log = logging.getLogger("imagegate.providers")
 ENTRY_POINT_GROUP = "imagegate.providers"
+_OFFERINGS_KEPT = 4096  # models whose offerings the registry remembers (the catalog has tens)
 
 
 def _builtin_factories() -> dict[str, ProviderFactory]:
@@ -183,6 +184,7 @@ class ProviderRegistry:
         self.redactor = redactor or Redactor()
         self._providers: dict[str, Provider] = {}
         self._kinds: dict[str, str] = {}
+        self._offerings: dict[int, tuple[ModelInfo, tuple[Offering, ...]]] = {}
         for provider in (providers or {}).values():
             self.register(provider)
 
@@ -193,6 +195,18 @@ class ProviderRegistry:
         self._providers[provider.name] = provider
         if kind is not None:
             self._kinds[provider.name] = kind
+        self._offerings.clear()
+
+    def offerings_of(self, model: ModelInfo, compute: Callable[[], list[Offering]]) -> list[Offering]:
+        """`compute()`'s offerings of `model`, kept until a provider is registered: they depend only on
+        the model and on which instances exist (routing.candidates.all_offerings)."""
+        entry = self._offerings.get(id(model))
+        if entry is None or entry[0] is not model:
+            if len(self._offerings) >= _OFFERINGS_KEPT:  # models made on the fly must not pile up
+                self._offerings.clear()
+            entry = (model, tuple(compute()))
+            self._offerings[id(model)] = entry
+        return list(entry[1])
 
     def get(self, name: str) -> Provider | None:
         return self._providers.get(name)

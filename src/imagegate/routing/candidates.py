@@ -56,6 +56,10 @@ def all_offerings(model: ModelInfo, registry: ProviderRegistry) -> list[Offering
     stands for every configured instance of the kind (``provider = "azure-openai"``: each
     ``kind = "azure-openai"`` table serves it under its own name), or for none (then it is shown as
     not configured)."""
+    return registry.offerings_of(model, lambda: _offerings(model, registry))
+
+
+def _offerings(model: ModelInfo, registry: ProviderRegistry) -> list[Offering]:
     offerings: list[Offering] = []
     for offering in model.offerings:
         names = registry.of_kind(offering.provider) if registry.get(offering.provider) is None else []

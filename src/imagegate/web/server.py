@@ -33,6 +33,7 @@ from imagegate.config import ServerSettings, Settings
 from imagegate.errors import ImagegateError, RequestTimeoutError, ServiceUnavailableError, TooManyConnectionsError
 from imagegate.imaging.memory import keep_request_buffers
 from imagegate.metrics import Metrics
+from imagegate.web.coalesce import CoalescingTransport
 from imagegate.web.heap import FreezeAfterStartup
 from imagegate.web.responses import error_response
 
@@ -75,6 +76,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Headers and body (written separately by uvicorn) leave in one send: web/coalesce.py.
+        self.transport = cast(asyncio.Transport, CoalescingTransport(transport, self.loop))
         self._over_cap = len(self.connections) > self.max_connections
         if self._over_cap:
             log.warning("connection cap (%d) reached; answering 503", self.max_connections)
