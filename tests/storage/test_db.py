@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -188,8 +187,7 @@ async def test_an_unclosed_sqlite_writer_thread_ends_when_its_database_is_collec
     await db.run_write(lambda conn: None)
     (thread,) = set(_writer_threads()) - before
     await db.engine.dispose()
-    del db
-    gc.collect()
+    del db  # the last reference: freed at once (no collection, which would also reap other tests' leftovers)
     thread.join(5)
     assert not thread.is_alive()
 
