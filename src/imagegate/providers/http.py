@@ -72,6 +72,9 @@ class HttpClient:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout),
                 json_serialize=lambda obj: orjson.dumps(obj).decode(),
                 auto_decompress=True,
+                # No cookies: a provider's (e.g. a CDN's bot-management cookie) would otherwise be kept
+                # and sent back on every later call, whoever made it; filtering them costs per call too.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
