@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from imagegate.providers.http import HttpClient
+from tests.local_server import local_app
 
 
 async def test_a_cookie_set_by_an_upstream_is_never_sent_back() -> None:
@@ -18,18 +19,13 @@ async def test_a_cookie_set_by_an_upstream_is_never_sent_back() -> None:
 
     app = web.Application()
     app.router.add_post("/v1/images/generations", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    base = f"http://localhost:{port}"  # a host name: aiohttp keeps no cookies of a bare IP address anyway
     client = HttpClient("openai", connect_timeout=5, max_connections=4, max_bytes=1 << 20)
-    try:
-        for _ in range(2):
-            reply = await client.request("POST", f"{base}/v1/images/generations", timeout=5, json={"prompt": "x"})
-            assert reply.status == 200 and "__cf_bm" in reply.headers.get("Set-Cookie", "")
-    finally:
-        await client.aclose()
-        await runner.cleanup()
+    async with local_app(app) as port:
+        base = f"http://localhost:{port}"  # a host name: aiohttp keeps no cookies of a bare IP address anyway
+        try:
+            for _ in range(2):
+                reply = await client.request("POST", f"{base}/v1/images/generations", timeout=5, json={"prompt": "x"})
+                assert reply.status == 200 and "__cf_bm" in reply.headers.get("Set-Cookie", "")
+        finally:
+            await client.aclose()
     assert seen == [None, None]

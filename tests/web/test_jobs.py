@@ -23,6 +23,7 @@ from imagegate.storage.schema import requests
 from imagegate.web.app import create_app
 from tests.fakes.openai import FakeOpenAI
 from tests.helpers import png_bytes
+from tests.local_server import local_app
 
 GEN = "/v1/images/generations"
 EDIT = "/v1/images/edits"
@@ -350,12 +351,7 @@ async def test_a_job_edit_from_an_image_url_reports_the_fetch_in_its_decisions(t
 
     app = web.Application()
     app.router.add_get("/a.png", image)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with local_app(app) as port:
         settings = _settings(tmp_path, inputs={"allow_loopback": True, "allowed_ports": [port]})
         async with gateway(settings) as http:
             url = f"http://127.0.0.1:{port}/a.png"
@@ -363,11 +359,9 @@ async def test_a_job_edit_from_an_image_url_reports_the_fetch_in_its_decisions(t
             accepted = await http.post(EDIT, json=body)
             assert accepted.status_code == 202, accepted.text
             done = await wait_for(http, accepted.headers["location"], finished)
-        assert done["status"] == "succeeded"
-        [fetched] = [d for d in done["result"]["imagegate"]["decisions"] if d["param"] == "images[0].image_url"]
-        assert fetched["asked"] == url and fetched["sent"] == "image bytes"
-    finally:
-        await runner.cleanup()
+    assert done["status"] == "succeeded"
+    [fetched] = [d for d in done["result"]["imagegate"]["decisions"] if d["param"] == "images[0].image_url"]
+    assert fetched["asked"] == url and fetched["sent"] == "image bytes"
 
 
 async def test_a_keys_webhook_receives_its_jobs_that_name_none(tmp_path) -> None:

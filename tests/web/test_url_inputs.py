@@ -13,6 +13,7 @@ from aiohttp import web
 from imagegate.config import Settings
 from imagegate.web.app import create_app
 from tests.helpers import mask_bytes, png_bytes
+from tests.local_server import local_app
 
 
 @pytest.fixture
@@ -27,13 +28,8 @@ async def origin() -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_get("/{name}", image)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}", seen
-    await runner.cleanup()
+    async with local_app(app) as port:
+        yield f"http://127.0.0.1:{port}", seen
 
 
 async def _edit(tmp_path: Path, body: dict[str, object], **inputs: object) -> httpx.Response:
