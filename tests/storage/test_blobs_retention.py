@@ -150,6 +150,9 @@ async def test_app_lifespan_runs_the_retention_task(tmp_path: Path) -> None:
         expired.write_bytes(b"x" * 7)
         _age(expired, 3600)
         await _until(lambda: not expired.exists())
+        # The purge counts what it removed once its thread returns, just after the file is gone.
+        runtime_metrics = app.state.runtime.metrics
+        await _until(lambda: _sample(runtime_metrics, "imagegate_files_purged_total", {"reason": "expired"}) > 0)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
             metrics = (await http.get("/metrics")).text
