@@ -10,8 +10,9 @@ from imagegate.catalog.loader import Catalog
 from imagegate.config import Settings
 from imagegate.schemas import EditParams, GenerateParams
 from imagegate.web.openapi_jobs import JOB, PREFER, accepted, job_paths
+from imagegate.web.openapi_parts import REF, error_responses, ok
+from imagegate.web.openapi_paths import catalog_paths, ledger_paths, other_paths
 
-REF = "#/components/schemas/"
 DEFAULT_MAX_IMAGES = 16  # without a catalog: the most any catalog model takes
 # What the server accepts, said in the schema too (the fuzz test holds the two together).
 # Python's whitespace (str.strip, which the server applies), spelled out: regex engines disagree on \s.
@@ -100,15 +101,6 @@ CROSS_FIELD_RULES: list[dict[str, Any]] = [  # said without `not`, which generat
         ]
     },
 ]
-# /v1/requests and /v1/usage: ISO 8601 date or date-time, or Unix seconds (web/accounts.py parse_time).
-TIME_SCHEMA: dict[str, Any] = {
-    "type": "string",
-    "anyOf": [
-        {"format": "date-time"},
-        {"format": "date"},
-        {"pattern": r"^[0-9]{1,11}(\.[0-9]{1,9})?$"},
-    ],
-}
 IDEMPOTENCY: dict[str, Any] = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -116,28 +108,6 @@ IDEMPOTENCY: dict[str, Any] = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
     "description": "Replays the stored response of a completed request with the same key and body.",
 }
-
-
-def _error_responses(*statuses: int) -> dict[str, Any]:
-    text = {
-        400: "Invalid input",
-        401: "Missing or bad API key",
-        403: "Forbidden or bad signature",
-        404: "Unknown model, file or job",
-        413: "Body or file too large",
-        402: "Over the key's budget",
-        409: "Idempotency-Key conflict, or the job has already finished",
-        415: "Unsupported media type",
-        429: "Rate limited (see Retry-After)",
-        500: "Internal error",
-        504: "Upstream timed out",
-        502: "Upstream provider failed",
-        503: "No provider available",
-    }
-    return {
-        str(s): {"description": text[s], "content": {"application/json": {"schema": {"$ref": REF + "Error"}}}}
-        for s in statuses
-    }
 
 
 IMAGE_ITEM: dict[str, Any] = {
@@ -379,23 +349,9 @@ def _json_body(name: str) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": {"$ref": REF + name}}}}
 
 
-def _ok(name: str, headers: bool = False) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "description": "OK",
-        "content": {"application/json": {"schema": {"$ref": REF + name}}},
-    }
-    if headers:
-        response["headers"] = {
-            "x-request-id": {"schema": {"type": "string"}},
-            "x-imagegate-cost-usd": {"schema": {"type": "string"}},
-            "x-imagegate-provider": {"schema": {"type": "string"}},
-        }
-    return response
-
-
 def _image_ok() -> dict[str, Any]:
     """200: the images, or the estimate of a dry run, or (stream: true) OpenAI's server-sent events."""
-    response = _ok("ImagesResponse", True)
+    response = ok("ImagesResponse", True)
     response["content"] = {
         "application/json": {"schema": {"anyOf": [{"$ref": REF + "ImagesResponse"}, {"$ref": REF + "Estimate"}]}},
         "text/event-stream": {
@@ -410,7 +366,7 @@ def _image_ok() -> dict[str, Any]:
 
 
 def _image_paths() -> dict[str, Any]:
-    image_errors = _error_responses(400, 401, 402, 403, 404, 409, 413, 415, 429, 500, 502, 503, 504)
+    image_errors = error_responses(400, 401, 402, 403, 404, 409, 413, 415, 429, 500, 502, 503, 504)
     return {
         "/v1/images/generations": {
             "post": {
@@ -437,160 +393,13 @@ def _image_paths() -> dict[str, Any]:
                 "responses": {"200": _image_ok(), "202": accepted(), **image_errors},
             }
         },
-        **job_paths(_error_responses),
-    }
-
-
-def _json_ok() -> dict[str, Any]:
-    return {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}
-
-
-def _catalog_paths() -> dict[str, Any]:
-    return {
-        "/v1/models": {
-            "get": {
-                "operationId": "listModels",
-                "summary": "List catalog models",
-                "responses": {
-                    "200": {
-                        "description": "OK",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "object": {"const": "list"},
-                                        "data": {"type": "array", "items": {"$ref": REF + "Model"}},
-                                    },
-                                }
-                            }
-                        },
-                    }
-                },
-            }
-        },
-        "/v1/models/{model_id}": {
-            "get": {
-                "operationId": "retrieveModel",
-                "summary": "One catalog model",
-                "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": _ok("Model"), **_error_responses(404)},
-            }
-        },
-    }
-
-
-def _ledger_paths() -> dict[str, Any]:
-    time_params = [
-        {
-            "name": name,
-            "in": "query",
-            "required": False,
-            "schema": TIME_SCHEMA,
-            "description": "ISO 8601 date or time (naive means UTC), or Unix seconds",
-        }
-        for name in ("since", "until")
-    ]
-    filters = [
-        {"name": "model", "in": "query", "required": False, "schema": {"type": "string"}},
-        {"name": "provider", "in": "query", "required": False, "schema": {"type": "string"}},
-        {
-            "name": "status",
-            "in": "query",
-            "required": False,
-            "schema": {"enum": ["pending", "succeeded", "failed", "cancelled", "reconciled"]},
-        },
-        {
-            "name": "limit",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
-        },
-        {
-            "name": "cursor",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "string", "minLength": 1, "format": "imagegate-cursor"},
-            "description": "next_cursor of the previous page, as given (opaque; others are refused)",
-        },
-    ]
-    return {
-        "/v1/requests": {
-            "get": {
-                "operationId": "listRequests",
-                "summary": "The calling key's ledger rows",
-                "parameters": time_params + filters,
-                "responses": {**_json_ok(), **_error_responses(400, 401, 503)},
-            }
-        },
-        "/v1/usage": {
-            "get": {
-                "operationId": "usage",
-                "summary": "Totals by day, model and provider",
-                "parameters": time_params,
-                "responses": {**_json_ok(), **_error_responses(400, 401, 503)},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "operationId": "metrics",
-                "summary": "Prometheus metrics",
-                "responses": {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}},
-            }
-        },
-    }
-
-
-def _other_paths() -> dict[str, Any]:
-    return {
-        "/v1/files/{file_id}": {
-            "get": {
-                "operationId": "getFile",
-                "summary": "A stored image, through a signed link",
-                "parameters": [
-                    {"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "expires", "in": "query", "required": True, "schema": {"type": "integer"}},
-                    {"name": "signature", "in": "query", "required": True, "schema": {"type": "string"}},
-                ],
-                "responses": {
-                    "200": {
-                        "description": "The image",
-                        "content": {
-                            f"image/{fmt}": {"schema": {"type": "string", "format": "binary"}}
-                            for fmt in ("png", "jpeg", "webp", "gif", "avif")
-                        },
-                    },
-                    **_error_responses(403, 404),
-                },
-            }
-        },
-        "/healthz": {
-            "get": {
-                "operationId": "health",
-                "summary": "Liveness and provider availability",
-                "responses": _json_ok(),
-            }
-        },
-        "/readyz": {
-            "get": {
-                "operationId": "ready",
-                "summary": "Readiness: database, Redis, result storage, not draining (503 otherwise)",
-                "responses": {
-                    **_json_ok(),
-                    "503": {
-                        "description": "Not ready, or draining after SIGTERM",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
-                },
-            }
-        },
-        "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "responses": _json_ok()}},
+        **job_paths(),
     }
 
 
 @lru_cache(maxsize=4)
 def _document(server: str | None, max_images: int) -> dict[str, Any]:
-    paths = {**_image_paths(), **_catalog_paths(), **_ledger_paths(), **_other_paths()}
+    paths = {**_image_paths(), **catalog_paths(), **ledger_paths(), **other_paths()}
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {

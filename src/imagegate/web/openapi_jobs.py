@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-REF = "#/components/schemas/"
+from imagegate.web.openapi_parts import REF, error_responses
+
 PREFER: dict[str, Any] = {
     "name": "Prefer",
     "in": "header",
@@ -59,7 +60,7 @@ def accepted() -> dict[str, Any]:
     }
 
 
-def job_paths(errors: Any) -> dict[str, Any]:
+def job_paths() -> dict[str, Any]:
     job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
     ok = {"description": "The job", "content": {"application/json": {"schema": {"$ref": REF + "ImageJob"}}}}
     return {
@@ -68,13 +69,13 @@ def job_paths(errors: Any) -> dict[str, Any]:
                 "operationId": "retrieveImageJob",
                 "summary": "An async image job: status, and the result once succeeded",
                 "parameters": [job_id],
-                "responses": {"200": ok, **errors(401, 404)},
+                "responses": {"200": ok, **error_responses(401, 404)},
             },
             "delete": {
                 "operationId": "cancelImageJob",
                 "summary": "Cancel a queued or running job (the upstream call too)",
                 "parameters": [job_id],
-                "responses": {"200": ok, **errors(401, 404, 409)},
+                "responses": {"200": ok, **error_responses(401, 404, 409)},
             },
         }
     }
