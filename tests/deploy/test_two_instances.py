@@ -195,17 +195,20 @@ def test_the_balancer_resends_after_an_empty_response_only_what_cannot_run_twice
 # --- links ------------------------------------------------------------------------------------------
 
 
+async def _mint_link(client: httpx.AsyncClient, d: Deployment, base: str, prompt: str) -> tuple[str, str]:
+    """A generation through `base` answered with a link: the link's origin and path."""
+    minted = await client.post(
+        f"{base}/v1/images/generations", json=generation(prompt, response_format="url"), headers=d.headers()
+    )
+    assert minted.status_code == 200, minted.text
+    return _origin_and_path(minted.json()["data"][0]["url"])
+
+
 async def test_a_link_minted_by_one_instance_is_served_by_the_other_and_the_balancer(deployment: Deployment) -> None:
     d = deployment
     d.ensure_up()
     async with http_client() as client:
-        minted = await client.post(
-            f"{d.a.url}/v1/images/generations",
-            json=generation("a link minted by a", response_format="url"),
-            headers=d.headers(),
-        )
-        assert minted.status_code == 200, minted.text
-        origin, path = _origin_and_path(minted.json()["data"][0]["url"])
+        origin, path = await _mint_link(client, d, d.a.url, "a link minted by a")
         assert origin == d.a.url and path.startswith("/v1/files/")
 
         bodies = {}
@@ -217,13 +220,7 @@ async def test_a_link_minted_by_one_instance_is_served_by_the_other_and_the_bala
         assert bodies["a"] == bodies["b"] == bodies["balancer"]
 
         # Through the balancer the link names the balancer (the request's Host), and both serve it.
-        via_lb = await client.post(
-            f"{d.lb.url}/v1/images/generations",
-            json=generation("a link minted behind the balancer", response_format="url"),
-            headers=d.headers(),
-        )
-        assert via_lb.status_code == 200, via_lb.text
-        origin, path = _origin_and_path(via_lb.json()["data"][0]["url"])
+        origin, path = await _mint_link(client, d, d.lb.url, "a link minted behind the balancer")
         assert origin == d.lb.url
         for base in (d.a.url, d.b.url, d.lb.url):
             got = await client.get(f"{base}{path}")
