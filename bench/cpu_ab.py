@@ -74,7 +74,7 @@ async def main(args: argparse.Namespace) -> None:
     env = {"BENCH_OPENAI_KEY": KEY}
     gateways = {
         "A": start_gateway(Path(tempfile.mkdtemp(prefix="imagegate-ab-")), config, env, src=Path(args.before_src)),
-        "B": start_gateway(Path(tempfile.mkdtemp(prefix="imagegate-ab-")), config, env),
+        "B": start_gateway(Path(tempfile.mkdtemp(prefix="imagegate-ab-")), config, env, src=ROOT / "src"),
     }
     cpu: dict[str, list[float]] = {"A": [], "B": []}
     latency: dict[str, list[float]] = {"A": [], "B": []}

@@ -216,3 +216,16 @@ async def test_trim_is_skipped_when_work_arrives_before_it_fires():
     await asyncio.sleep(0.1)
     assert calls == []
     busy.release()
+
+
+async def test_trim_waits_for_a_whole_idle_period_after_the_last_release():
+    loop = asyncio.get_running_loop()
+    trimmed_at: list[float] = []
+    envelope = Envelope(EnvelopeLimits(10, 1, 1, 1.0, trim_after=0.1), trim=lambda: trimmed_at.append(loop.time()))
+    (await envelope.acquire(5, param="image")).release()
+    await asyncio.sleep(0.06)
+    (await envelope.acquire(5, param="image")).release()  # idle again: the wait starts over
+    last_release = loop.time()
+    await asyncio.sleep(0.25)
+    assert len(trimmed_at) == 1  # one trim for one idle period, from the one timer
+    assert trimmed_at[0] >= last_release + 0.1 - 0.01

@@ -93,7 +93,10 @@ class Envelope:
         self._queued_held = 0
         self._trim = trim
         self._trim_handle: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0  # loop time of the last release that left the envelope idle
         self._hold_seconds = 1.0  # moving average of how long a reservation is held, for Retry-After
+        if metrics is not None:
+            metrics.watch_envelope(lambda: self.in_flight, lambda: len(self._queue), lambda: self.reserved)
 
     # --- state -----------------------------------------------------------------------------
 
@@ -136,7 +139,6 @@ class Envelope:
                 param=param,
                 code="image_memory_exceeded",
             )
-        self._cancel_trim()
         if not self._queue and self._fits(nbytes):
             return self._grant(nbytes)
         if len(self._queue) >= self.limits.max_queue or self._queued_held + held > self.limits.memory_bytes:
@@ -152,7 +154,6 @@ class Envelope:
         waiter = _Waiter(nbytes, held, loop.create_future())
         self._queue.append(waiter)
         self._queued_held += held
-        self._observe()
         try:
             async with asyncio.timeout(max(timeout, 0.0)):
                 return await asyncio.shield(waiter.future)
@@ -175,12 +176,10 @@ class Envelope:
         if not waiter.future.done():
             waiter.future.cancel()
         self._wake()
-        self._observe()
 
     def _grant(self, nbytes: int) -> Ticket:
         self.reserved += nbytes
         self.in_flight += 1
-        self._observe()
         return Ticket(self, nbytes)
 
     def _give_back(self, nbytes: int, requests: int, held_since: float | None = None) -> None:
@@ -189,7 +188,6 @@ class Envelope:
         if held_since is not None:
             self._hold_seconds = 0.8 * self._hold_seconds + 0.2 * (time.monotonic() - held_since)
         self._wake()
-        self._observe()
         if self.idle():
             self._schedule_trim()
 
@@ -222,28 +220,30 @@ class Envelope:
         if self.metrics is not None:
             self.metrics.observe_envelope_refusal(reason)
 
-    def _observe(self) -> None:
-        if self.metrics is not None:
-            self.metrics.set_envelope(self.in_flight, len(self._queue), self.reserved)
-
     # --- giving memory back ----------------------------------------------------------------
 
     def _schedule_trim(self) -> None:
+        """Trim once the envelope has stayed idle for `trim_after` seconds. One timer at a time: a
+        release while it is pending only moves `_idle_since`, and the timer, when it fires early,
+        sets itself again for the rest (no timer made and cancelled per request)."""
         if self._trim is None or self.limits.trim_after <= 0:
             return
-        self._cancel_trim()
-        with contextlib.suppress(RuntimeError):  # no running loop: nothing to schedule on
+        try:
             loop = asyncio.get_running_loop()
-            self._trim_handle = loop.call_later(self.limits.trim_after, self._trim_if_idle, loop)
-
-    def _cancel_trim(self) -> None:
-        if self._trim_handle is not None:
-            self._trim_handle.cancel()
-            self._trim_handle = None
+        except RuntimeError:  # no running loop: nothing to schedule on
+            return
+        self._idle_since = loop.time()
+        if self._trim_handle is None:
+            self._trim_handle = loop.call_at(self._idle_since + self.limits.trim_after, self._trim_if_idle, loop)
 
     def _trim_if_idle(self, loop: asyncio.AbstractEventLoop) -> None:
         self._trim_handle = None
-        if self.idle() and self._trim is not None:
+        if not self.idle():  # busy again: the release that next leaves it idle schedules a new timer
+            return
+        due = self._idle_since + self.limits.trim_after
+        if loop.time() < due:  # it was busy for part of the wait: wait for the rest
+            self._trim_handle = loop.call_at(due, self._trim_if_idle, loop)
+        elif self._trim is not None:
             loop.run_in_executor(None, self._trim)
 
 

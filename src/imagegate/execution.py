@@ -80,10 +80,13 @@ class Execution:
         yield await self._complete(started, event)
 
     async def completion(self) -> Completion:
-        async for item in self.events():
-            if isinstance(item, Completion):
-                return item
-        raise UpstreamMalformedError(f"{self.provider} ended without a result")  # events() ends with one
+        """The completion alone: partial images, if the provider streamed any, are skipped unconverted
+        (no async generator is left for the loop to finalize)."""
+        started = self._started
+        event = started.first
+        while isinstance(event, PartialImage):
+            event = await self._next(started.rest)
+        return await self._complete(started, event)
 
     async def aclose(self) -> None:
         """Close the provider's stream (its upstream connection) if it is still open."""

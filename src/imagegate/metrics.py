@@ -6,7 +6,7 @@ collide on metric names; `render()` gives the exposition text and its content ty
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -170,10 +170,13 @@ class Metrics:
     def set_breaker_open(self, provider: str, model: str, is_open: bool) -> None:
         self.breaker_open.labels(provider, model).set(1 if is_open else 0)
 
-    def set_envelope(self, in_flight: int, queued: int, reserved_bytes: int) -> None:
-        self.envelope_in_flight.set(in_flight)
-        self.envelope_queued.set(queued)
-        self.envelope_reserved_bytes.set(reserved_bytes)
+    def watch_envelope(
+        self, in_flight: Callable[[], float], queued: Callable[[], float], reserved_bytes: Callable[[], float]
+    ) -> None:
+        """Read the envelope's gauges from it when scraped (nothing to update per request)."""
+        self.envelope_in_flight.set_function(in_flight)
+        self.envelope_queued.set_function(queued)
+        self.envelope_reserved_bytes.set_function(reserved_bytes)
 
     def observe_envelope_refusal(self, reason: str) -> None:
         self.envelope_refusals.labels(reason).inc()

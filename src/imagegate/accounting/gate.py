@@ -60,6 +60,7 @@ class Gate:
     def __init__(self, runtime: Runtime, service: ImageService) -> None:
         self.runtime = runtime
         self.service = service
+        self._finishing: set[asyncio.Task[None]] = set()  # settlements finished after a cancellation
 
     async def authenticate(self, authorization: str | None) -> Caller:
         """`keys` mode: a valid key is required. `open` mode: a request without an imagegate key
@@ -171,7 +172,7 @@ class Gate:
         status = 200 if completion is not None else error.status if isinstance(error, ImagegateError) else 500
         if settlement.status == "cancelled":
             status = 499
-        await asyncio.shield(self._settle(admission, settlement, status, stored))
+        await self._settle(admission, settlement, status, stored)
 
     async def settle_unrun(
         self, request_id: str, key: ApiKey | None, images_reserved: int, error: BaseException, latency_ms: float
@@ -189,14 +190,32 @@ class Gate:
     async def _settle(
         self, admission: Admission, settlement: Settlement, status: int, stored: StoredResponse | None
     ) -> None:
-        key = admission.caller.key
+        """Shielded without a task of its own: the ledger write is a shielded future (it commits even if
+        this request is cancelled meanwhile); the rest then runs at once, or in a task if cancelled."""
         try:
             await self.runtime.ledger.settle(admission.request_id, settlement, stored)
         except ImagegateError:
             log.exception("could not settle ledger row %s; reconciliation will", admission.request_id)
-        unused = admission.images_reserved - settlement.images
-        if key is not None and unused > 0 and key.images_per_day is not None:
-            await self.runtime.limiter.refund_images(key.id, unused)
+        except asyncio.CancelledError:
+            task = asyncio.ensure_future(self._after_settle(admission, settlement, status))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+            raise
+        if self._refunds(admission, settlement):
+            await asyncio.shield(self._after_settle(admission, settlement, status))
+        else:
+            self._observe(admission, settlement, status)
+
+    @staticmethod
+    def _refunds(admission: Admission, settlement: Settlement) -> bool:
+        key = admission.caller.key
+        return key is not None and key.images_per_day is not None and admission.images_reserved > settlement.images
+
+    async def _after_settle(self, admission: Admission, settlement: Settlement, status: int) -> None:
+        """Give back the images counted but not delivered, and record the request's metrics."""
+        key = admission.caller.key
+        if key is not None and self._refunds(admission, settlement):
+            await self.runtime.limiter.refund_images(key.id, admission.images_reserved - settlement.images)
         self._observe(admission, settlement, status)
 
     def _observe(self, admission: Admission, settlement: Settlement, status: int) -> None:

@@ -360,8 +360,13 @@ class Ledger:
 
     async def settle(self, request_id: str, settlement: Settlement, stored: StoredResponse | None = None) -> bool:
         """Finish a pending row and move its money on the key, and store `stored` (an Idempotency-Key's
-        response) in the same transaction. False (and no change) if the row was not pending."""
-        return bool(await self._write(_settle_op(request_id, settlement, stored)))
+        response) in the same transaction. False (and no change) if the row was not pending.
+
+        Shielded: a caller cancelled meanwhile does not stop the write."""
+        op = _settle_op(request_id, settlement, stored)
+        if self._writer is None:  # a transaction of its own, shielded as the writer's future is
+            return bool(await asyncio.shield(self._write(op)))
+        return bool(await self._write(op))
 
     async def reconcile(self, instance: str | None, older_than: timedelta | None) -> int:
         """Mark pending rows `reconciled` (cost unknown) and release their reservations.

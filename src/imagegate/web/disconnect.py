@@ -23,21 +23,43 @@ async def _wait_for_disconnect(request: Request) -> None:
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`; if the client disconnects first, cancel it and raise ClientDisconnected.
+    """Await `work` in this task; if the client disconnects first, cancel it and raise ClientDisconnected.
 
-    Call only after the body has been read: the watcher consumes ASGI receive messages.
+    One watcher task reads the ASGI receive channel and, on ``http.disconnect``, cancels this task;
+    the work runs here (no second task, no `asyncio.wait`). Call only after the body has been read:
+    the watcher consumes receive messages.
     """
-    task = asyncio.ensure_future(work)
+    task = asyncio.current_task()
+    if task is None:  # not in a task (cannot happen under an ASGI server): nothing to cancel
+        return await work
+    state = _Watch(task)
     watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    watcher.add_done_callback(state.disconnected)
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        watcher.cancel()
+        return await work
+    except asyncio.CancelledError:
+        if state.fired:
+            state.fired = False
+            if task.uncancel() == 0:  # our cancellation alone: the client left
+                raise ClientDisconnected from None
         raise
-    if task in done:
+    finally:
+        state.over = True  # a done-callback already scheduled must not cancel what follows
+        if state.fired:  # the work swallowed our cancellation: withdraw it
+            task.uncancel()
         watcher.cancel()
-        return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    raise ClientDisconnected
+
+
+class _Watch:
+    """The watcher's done-callback: cancel the request's task once, while its work is running."""
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.fired = False  # the task was cancelled because the client left (and not uncancelled yet)
+        self.over = False  # the work is over: too late to cancel
+
+    def disconnected(self, watcher: asyncio.Future[None]) -> None:
+        if self.over or watcher.cancelled() or watcher.exception() is not None:
+            return
+        self.fired = True
+        self.task.cancel()

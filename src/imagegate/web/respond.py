@@ -58,7 +58,8 @@ async def _execute(
     request: Request, gate: Gate, admission: Admission, inputs: EditInputs | None, idem_key: str | None
 ) -> Response:
     started = time.perf_counter()
-    base_url = str(request.base_url).rstrip("/")
+    # Only stored files (response_format "url") need this server's address, for their links.
+    base_url = str(request.base_url).rstrip("/") if admission.prepared.response_format == "url" else ""
     try:
         completion, parts = await unless_disconnected(request, _serve(gate.service, admission, inputs, base_url))
     except BaseException as exc:
