@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 # Upstream image generation takes from ~50 ms (cached/fast models) to ~2 minutes (large edits).
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -41,6 +43,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}  # per-request metrics' labelled children
         self._traffic(self.registry)
         self._accounts(self.registry)
         self._server_edge(self.registry)
@@ -149,17 +152,26 @@ class Metrics:
     ) -> None:
         """Count one answered request, the images it delivered and what it cost."""
         provider_label = provider or NO_PROVIDER
-        self.requests.labels(model, provider_label, mode, str(status)).inc()
+        self._labelled("requests", self.requests, (model, provider_label, mode, str(status))).inc()
         if images > 0:
-            self.images.labels(model, provider_label).inc(images)
+            self._labelled("images", self.images, (model, provider_label)).inc(images)
         if cost is not None and cost > 0:
-            self.cost.labels(model, provider_label).inc(float(cost))
+            self._labelled("cost", self.cost, (model, provider_label)).inc(float(cost))
 
     def observe_attempt(self, provider: str, model: str, seconds: float, error_code: str | None) -> None:
         """Record one upstream attempt's duration and, if it failed, its error code."""
-        self.upstream_latency.labels(provider, model).observe(max(seconds, 0.0))
+        self._labelled("latency", self.upstream_latency, (provider, model)).observe(max(seconds, 0.0))
         if error_code is not None:
             self.upstream_errors.labels(provider, model, error_code).inc()
+
+    def _labelled(self, name: str, metric: MetricWrapperBase, values: tuple[str, ...]) -> Any:
+        """`metric.labels(*values)`, looked up once per label set (`labels` validates, converts and
+        locks on every call; the child it returns is the same object each time)."""
+        key = (name, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def observe_ratelimit_refusal(self, reason: str) -> None:
         self.ratelimit_refusals.labels(reason).inc()
