@@ -19,7 +19,7 @@ this client always come from this checkout), e.g. the parent commit for a before
     .venv/bin/python bench/request_path.py --gateway-src /tmp/imagegate-before
     .venv/bin/python bench/request_path.py
 
-Run: .venv/bin/python bench/request_path.py [--rounds 5] [--serial 20] [--parallel 100] [--concurrency 50]
+Run: .venv/bin/python bench/request_path.py [--rounds 5] [--serial 50] [--parallel 100] [--concurrency 50]
      [--latency 0.05] [--payloads large,small] [--gateway-src DIR]
 """
 
@@ -205,7 +205,7 @@ def _payloads(value: str) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="A/B rounds per concurrency level")
-    parser.add_argument("--serial", type=int, default=20, help="requests per side per round at concurrency 1")
+    parser.add_argument("--serial", type=int, default=50, help="requests per side per round at concurrency 1")
     parser.add_argument("--parallel", type=int, default=100, help="requests per side per round at --concurrency")
     parser.add_argument("--concurrency", type=int, default=50, help="the parallel level's requests in flight")
     parser.add_argument("--latency", type=float, default=0.05, help="the fake's seconds per image request")
