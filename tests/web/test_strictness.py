@@ -290,3 +290,24 @@ async def test_open_mode_playground_placeholder_token_is_still_anonymous(tmp_pat
         second = await http.post("/playground/api/images/generations", json=body, headers=placeholder)
     assert first.status_code == 200, first.text[:300]
     assert second.status_code == 429 and second.json()["error"]["code"] == "playground_cap_exceeded"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"prompt": "x", "async": True, "dry_run": True}, "async"),
+        ({"prompt": "x", "async": "true", "dry_run": "true"}, "async"),
+        ({"prompt": "x", "async": True, "stream": True}, "stream"),
+    ],
+)
+async def test_openapi_refuses_a_job_that_must_answer_at_once(tmp_path, body, param):
+    """A job is neither a dry run nor a stream: the server says 400, so the document must not accept it
+    (found by schemathesis at 5,000 cases: "async": true with "dry_run": "true")."""
+    async with gateway(tmp_path) as (http, _):
+        document = (await http.get("/openapi.json")).json()
+        answer = await http.post(GEN, json=body)
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == param
+    request = _validator(document, "GenerateRequest")
+    assert not request.is_valid(body)
+    assert request.is_valid({**body, "async": False})
+    assert request.is_valid({"prompt": "x", "async": True})

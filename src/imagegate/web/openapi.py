@@ -100,6 +100,17 @@ CROSS_FIELD_RULES: list[dict[str, Any]] = [  # said without `not`, which generat
             {"properties": {"n": {"anyOf": [{"type": "integer", "maximum": 1}, {"type": "string", "pattern": ONE}]}}},
         ]
     },
+    {  # a job (async) is neither streamed nor a dry run: those answer at once
+        "anyOf": [
+            {"properties": {"async": {"enum": [False, "false", "", None]}}},
+            {
+                "properties": {
+                    "stream": {"enum": [False, "false", "", None]},
+                    "dry_run": {"enum": [False, "false", "", None]},
+                }
+            },
+        ]
+    },
 ]
 IDEMPOTENCY: dict[str, Any] = {
     "name": "Idempotency-Key",
@@ -303,9 +314,9 @@ def _apply_rules(body: dict[str, Any], reserved: list[str]) -> None:
     # Unknown parameters pass through, except these names (400) unless empty (an empty value is not sent).
     body["patternProperties"] = {_FORBIDDEN_NAME: {"const": ""}}
     props.update({name: {"const": "", "description": "reserved"} for name in reserved})
-    for name, text in MODEL_DEPENDENT.items():
+    for name, text in MODEL_DEPENDENT.items():  # "" is not sent, as for every parameter but prompt
         if name in props and name not in reserved:
-            props[name] = {"type": "null", "description": text}
+            props[name] = {"enum": ["", None], "description": text}
     body["allOf"] = CROSS_FIELD_RULES
 
 
